@@ -1,0 +1,178 @@
+"""The hooks a gp backend implements.
+
+A backend is a module (or object) registered under the entry-point group ``gp_core.backends``; the
+entry-point name is the backend name that ``kernel.json`` selects. Core gives every backend its own
+pluggy ``PluginManager``, so a hook call reaches exactly the backend the kernel names, never another
+installed one.
+
+Every hook is called with keyword arguments drawn from one fixed vocabulary, and an implementation
+takes only the ones it needs:
+
+``kernel_id``   the kernel's UUID (str)
+``options``     the backend's validated options (an instance of the class ``declare_options`` returned,
+                or ``None`` when it declares none)
+``env``         the kernel's environment: kernelspec ``env``, the request's ``KERNEL_*`` values and what
+                the launcher needs (``KERNEL_ID``, ``KERNEL_USERNAME``, ``GP_LAUNCH_TOKEN``, ...). It is
+                *not* the server's whole environment; values are untrusted data.
+``cmd``         the kernelspec ``argv`` with gp's placeholders filled: the command to run where the
+                kernel lives (the launcher)
+``namespace``   what ``resolve_namespace`` returned
+``resources``   what ``render_resources`` returned
+``handle``      what ``launch`` returned: a JSON-serialisable dict identifying what was created
+``log``         the provisioner's logger
+
+Hooks may be plain functions or ``async def``; core awaits what they return. Blocking SDK calls must not
+run on the event loop: wrap them in ``asyncio.to_thread``. Raise :class:`gp_core.BackendError` (or
+:class:`gp_core.LaunchError`) with a message fit to show the user; any other exception is re-raised with
+a note naming the backend and hook.
+
+Lifecycle, in the order core calls the hooks::
+
+    declare_options        once, when the backend is loaded
+    resolve_namespace      pre_launch   (optional)
+    render_resources       pre_launch   (optional; pure: creates nothing)
+    launch                 launch_kernel (required)
+    poll                   while launching (launching=True) and whenever the kernel is polled (required)
+    terminate              kill / terminate / cleanup (required)
+    install_spec           by the spec installers (jupyter <backend>-spec install) (optional)
+
+``declare_options`` is the one hook beyond the six the design fixed. It exists because core must reject
+an unknown or invalid per-kernel option *before anything is created*, and apply the documented
+precedence (kernel.json > server traitlets config > ``GP_*`` env > default) uniformly; only the backend
+knows which options it has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .options import BackendOptions
+
+PROJECT = "gp"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Handle = dict[str, Any]
+Resources = dict[str, Any]
+
+#: Hooks a backend must implement; a backend missing one is refused when it is loaded.
+REQUIRED_HOOKS = ("launch", "poll", "terminate")
+
+
+@hookspec(firstresult=True)
+def declare_options() -> type[BackendOptions] | None:
+    """Return the backend's options class: a :class:`gp_core.BackendOptions` subclass.
+
+    Called once when the backend is loaded. Its ``config=True`` traits are the options ``kernel.json``
+    may set next to ``"backend"``; server config sets them as ``c.<ClassName>.<option>``; a trait's
+    ``@default`` may read a ``GP_*`` environment variable (see :func:`gp_core.env_default`). Core
+    rejects any other key, and invalid values, with :class:`gp_core.InvalidOptionError`.
+
+    :returns: The options class, or ``None`` when the backend has no options.
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_namespace(
+    kernel_id: str, options: BackendOptions | None, env: dict[str, str], log: logging.Logger
+) -> str | None | Awaitable[str | None]:
+    """Decide where the kernel will live: a Kubernetes namespace, an SSH host, a YARN queue.
+
+    Called from ``pre_launch`` after authorization, on every start and restart. May create
+    nothing that outlives a failed launch, unless ``terminate`` removes it.
+
+    :returns: A backend-defined placement string passed on as ``namespace``, or ``None``.
+    :raises gp_core.BackendError: When no placement is possible (e.g. a refused host override).
+    """
+
+
+@hookspec(firstresult=True)
+def render_resources(
+    kernel_id: str,
+    cmd: list[str],
+    env: dict[str, str],
+    options: BackendOptions | None,
+    namespace: str | None,
+    log: logging.Logger,
+) -> Resources | Awaitable[Resources]:
+    """Describe what ``launch`` will create (a container spec, a pod manifest, a remote command line).
+
+    Called from ``pre_launch``. Must be pure: it creates nothing, so a refused request leaves nothing
+    behind. ``KERNEL_*`` values in ``env`` are untrusted: render them as data, never as template,
+    manifest or shell syntax.
+
+    :returns: A JSON-serialisable dict; core's default, when no backend implements this hook, is
+        ``{"cmd": cmd, "env": env}``.
+    :raises gp_core.BackendError: On an invalid request (e.g. a prohibited ``KERNEL_UID``).
+    """
+
+
+@hookspec(firstresult=True)
+def launch(
+    kernel_id: str,
+    resources: Resources,
+    options: BackendOptions | None,
+    namespace: str | None,
+    log: logging.Logger,
+) -> Handle | Awaitable[Handle]:
+    """Create the kernel's resources and return at once, without waiting for the kernel to be ready.
+
+    Called from ``launch_kernel``. Core then waits for the launcher's connection info while calling
+    ``poll(launching=True)`` every poll interval, and calls ``terminate(force=True)`` when the launch
+    fails or times out.
+
+    :returns: A JSON-serialisable handle identifying what was created (it is persisted by
+        ``get_provisioner_info`` and handed to ``poll``/``terminate``, possibly in another server
+        process). An optional ``"ip"`` key tells core which address reaches the kernel.
+    :raises gp_core.BackendError: When nothing could be created; the backend cleans up what it made.
+    """
+
+
+@hookspec(firstresult=True)
+def poll(
+    handle: Handle, options: BackendOptions | None, launching: bool, log: logging.Logger
+) -> int | None | Awaitable[int | None]:
+    """Report whether the kernel still runs.
+
+    Called while launching (``launching=True``) once per poll interval, and afterwards whenever
+    jupyter_client polls the kernel (the restarter does so every few seconds, for every kernel).
+
+    :returns: ``None`` while the kernel runs (or is still starting); otherwise its exit status
+        (``0`` when unknown or when its resources are gone).
+    :raises gp_core.LaunchError: With ``launching=True``, when the kernel has failed: say why (exit
+        code, state, tail of the log).
+    """
+
+
+@hookspec(firstresult=True)
+def terminate(
+    handle: Handle, options: BackendOptions | None, restart: bool, force: bool, log: logging.Logger
+) -> None | Awaitable[None]:
+    """Stop the kernel and remove everything ``launch`` created.
+
+    Called on ``terminate`` (``force=False``), ``kill`` and failed launches (``force=True``), and from
+    ``cleanup`` so nothing is left behind. Must be idempotent: resources already gone are success.
+    ``restart=True`` means the same kernel id is launched again right after.
+    """
+
+
+@hookspec(firstresult=True)
+def install_spec(
+    app: Any, kernel_spec: dict[str, Any], spec_dir: Path, log: logging.Logger
+) -> dict[str, Any] | None:
+    """Adjust a kernelspec being installed by ``jupyter <backend>-spec install``.
+
+    Called by :class:`gp_core.SpecInstallerApp` after core has written the common parts of
+    ``kernel_spec`` (argv running the launcher, ``metadata.kernel_provisioner`` selecting this
+    backend, the common options) into the staging directory ``spec_dir``. ``app`` is the running
+    installer, so a backend's own command-line options are its attributes.
+
+    :returns: The kernelspec dict to write (or ``None`` after changing ``kernel_spec`` in place).
+    """

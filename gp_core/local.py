@@ -1,0 +1,1 @@
+"""The built-in ``local`` backend (placeholder, being written)."""
