@@ -7,6 +7,7 @@ from .errors import (
     GPError,
     InvalidOptionError,
     LaunchError,
+    LaunchTimeoutError,
     ProtocolError,
     UnknownBackendError,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Handle",
     "InvalidOptionError",
     "LaunchError",
+    "LaunchTimeoutError",
     "ProtocolError",
     "Resources",
     "UnknownBackendError",

@@ -18,6 +18,10 @@ class LaunchError(BackendError):
     """The kernel was created but failed before it reported its connection info."""
 
 
+class LaunchTimeoutError(LaunchError, TimeoutError):
+    """The kernel did not report its connection info within the launch timeout."""
+
+
 class UnknownBackendError(GPError, LookupError):
     """``kernel.json`` names a backend that is not installed."""
 
@@ -46,6 +50,7 @@ __all__ = [
     "GPError",
     "InvalidOptionError",
     "LaunchError",
+    "LaunchTimeoutError",
     "ProtocolError",
     "UnknownBackendError",
 ]

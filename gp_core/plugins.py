@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pluggy
 
 from . import hookspecs
-from .errors import BackendError, UnknownBackendError
+from .errors import BackendError, InvalidOptionError, UnknownBackendError
 from .options import BackendOptions, parse_list
 
 GROUP = "gp_core.backends"
@@ -78,8 +78,6 @@ class Backend:
         """Validate per-kernel option values against the backend's options class."""
         if self.options_class is None:
             if values:
-                from .errors import InvalidOptionError
-
                 raise InvalidOptionError(
                     f"Unknown option(s) {', '.join(map(repr, sorted(values)))} for gp backend "
                     f"{self.name!r}; it takes no options"

@@ -1,0 +1,398 @@
+"""``GenericRemoteProvisioner``: one jupyter_client provisioner for every gp backend.
+
+It owns everything backend-agnostic (options, authorization, the launch protocol, signals through the
+launcher's communication port, persistence) and reaches the backend ``kernel.json`` names only through
+its hooks (see :mod:`gp_core.hookspecs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import re
+import signal
+import sys
+from typing import Any
+
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from traitlets import Float, List, TraitError, Unicode, default, validate
+
+from .errors import BackendError, InvalidOptionError, LaunchError, LaunchTimeoutError, ProtocolError
+from .listener import LaunchReport, PendingLaunch, ResponseListener
+from .options import env_default
+from .plugins import Backend, get_backend, installed_backends
+from .protocol import comm_request, parse_port_range
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Server variables that must never reach a kernel, even when they were set for it.
+_SECRET_ENV = {"GP_REMOTE_PWD"}
+#: How long a signal over the communication port may take before it counts as unanswered.
+_COMM_TIMEOUT = 5.0
+
+
+class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+    """Starts a kernel wherever the selected gp backend puts it.
+
+    ``kernel.json``::
+
+        "metadata": {"kernel_provisioner": {"provisioner_name": "gp-remote-provisioner",
+                     "config": {"backend": "docker", "image": "...", "launch_timeout": 60}}}
+
+    Keys other than this class's options are the backend's options; an unknown key is an error.
+    """
+
+    backend = Unicode("", config=True, help="Name of the gp backend that runs the kernel (required).")
+    authorized_users = List(
+        Unicode(), config=True, help="Users allowed to start kernels; empty = anyone not unauthorized."
+    )
+    unauthorized_users = List(
+        Unicode(), config=True, help="Users refused kernels; beats authorized_users (default: root)."
+    )
+    port_range = Unicode(
+        config=True, help="Ports the kernel may bind, 'LOW..HIGH'; '0..0' = any (env GP_PORT_RANGE)."
+    )
+    launch_timeout = Float(
+        config=True, help="Seconds to wait for the kernel's connection info (env GP_LAUNCH_TIMEOUT)."
+    )
+    max_launch_timeout = Float(
+        config=True,
+        help="Upper bound on a per-request KERNEL_LAUNCH_TIMEOUT (env GP_MAX_LAUNCH_TIMEOUT).",
+    )
+    poll_interval = Float(
+        config=True, help="Seconds between backend status checks while launching (env GP_POLL_INTERVAL)."
+    )
+
+    _authorized_users_default = default("authorized_users")(env_default("GP_AUTHORIZED_USERS", []))
+    _unauthorized_users_default = default("unauthorized_users")(
+        env_default("GP_UNAUTHORIZED_USERS", ["root"])
+    )
+    _port_range_default = default("port_range")(env_default("GP_PORT_RANGE", "0..0"))
+    _launch_timeout_default = default("launch_timeout")(
+        env_default(("GP_LAUNCH_TIMEOUT", "KERNEL_LAUNCH_TIMEOUT"), 30.0)
+    )
+    _max_launch_timeout_default = default("max_launch_timeout")(env_default("GP_MAX_LAUNCH_TIMEOUT", 300.0))
+    _poll_interval_default = default("poll_interval")(env_default("GP_POLL_INTERVAL", 0.5))
+
+    @validate("port_range")
+    def _check_port_range(self, proposal: Any) -> str:
+        try:
+            parse_port_range(proposal["value"])
+        except InvalidOptionError as exc:
+            raise TraitError(str(exc)) from None
+        return str(proposal["value"])
+
+    @validate("launch_timeout", "max_launch_timeout", "poll_interval")
+    def _check_positive(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not value > 0:
+            raise TraitError(f"{proposal['trait'].name} must be a positive number of seconds, not {value!r}")
+        return value
+
+    def __init__(self, **kwargs: Any) -> None:
+        own = set(self.class_trait_names()) | {"parent", "config"}
+        self._backend_values = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
+        try:
+            super().__init__(**kwargs)
+        except TraitError as exc:
+            raise InvalidOptionError(f"Invalid gp-remote-provisioner option: {exc}") from exc
+        if not self.backend:
+            raise InvalidOptionError(
+                "kernel.json's kernel_provisioner config must name a gp backend, e.g. "
+                f'"backend": "local"; installed backends: {", ".join(installed_backends())}'
+            )
+        self._backend: Backend = get_backend(self.backend)
+        self.options = self._backend.make_options(self._backend_values, parent=self)
+        for name in ("port_range", "launch_timeout", "poll_interval"):
+            getattr(self, name)  # resolve env defaults now, so a bad GP_* value fails before launch
+        self._handle: dict[str, Any] | None = None
+        self._report: LaunchReport | None = None
+        self._comm_address: tuple[str, int] | None = None
+        self._listener: ResponseListener | None = None
+        self._pending: PendingLaunch | None = None
+        self._plan: dict[str, Any] = {}
+        self._exited = False
+        self._terminated = False
+
+    # ------------------------------------------------------------------ launch
+
+    @property
+    def has_process(self) -> bool:
+        return self._handle is not None and not self._exited
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        kwargs = await super().pre_launch(**kwargs)
+        env: dict[str, str] = kwargs["env"]
+        username = self._authorize(env)
+        launch_timeout = self._request_launch_timeout(env)
+        self._listener = listener = await ResponseListener.instance(parent=self)
+        self._pending = pending = listener.register(self.kernel_id)
+        try:
+            cmd = self._format_cmd(listener, kwargs.pop("extra_arguments", None) or [])
+            kernel_env = self._kernel_env(env, username, listener, pending.token)
+            hook_args = {"kernel_id": self.kernel_id, "options": self.options, "log": self.log}
+            namespace = None
+            if self._backend.implements("resolve_namespace"):
+                namespace = await self._backend.call("resolve_namespace", env=kernel_env, **hook_args)
+            if self._backend.implements("render_resources"):
+                resources = await self._backend.call(
+                    "render_resources", cmd=cmd, env=kernel_env, namespace=namespace, **hook_args
+                )
+            else:
+                resources = {"cmd": cmd, "env": kernel_env}
+        except BaseException:
+            listener.unregister(self.kernel_id)
+            raise
+        self._plan = {"namespace": namespace, "resources": resources, "launch_timeout": launch_timeout}
+        kwargs["cmd"] = cmd
+        # The kernel's env travels inside `resources`; what jupyter_client keeps must not hold the token.
+        kwargs["env"] = {k: v for k, v in env.items() if k != "GP_LAUNCH_TOKEN"}
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+        assert self._listener is not None, "pre_launch must run first"
+        plan = self._plan
+        self._exited = self._terminated = False
+        try:
+            self._handle = await self._backend.call(
+                "launch",
+                kernel_id=self.kernel_id,
+                resources=plan["resources"],
+                options=self.options,
+                namespace=plan["namespace"],
+                log=self.log,
+            )
+        except BaseException:
+            self._listener.unregister(self.kernel_id)
+            raise
+        if not isinstance(self._handle, dict):
+            self._listener.unregister(self.kernel_id)
+            raise BackendError(f"gp backend {self.backend!r}: launch must return a dict handle")
+        try:
+            report = await self._await_connection_info(plan["launch_timeout"])
+        except BaseException:
+            self._listener.unregister(self.kernel_id)
+            await asyncio.shield(self._remove_resources(force=True, restart=False))
+            raise
+        self._adopt_report(report)
+        self.log.info(
+            "Kernel %s started on gp backend %r at %s", self.kernel_id, self.backend, self.connection_info["ip"]
+        )
+        return self.connection_info
+
+    async def _await_connection_info(self, timeout: float) -> LaunchReport:
+        """Wait for the launcher's payload; meanwhile poll the backend so a dead kernel fails fast."""
+        assert self._listener is not None and self._pending is not None
+        pending = self._pending
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise LaunchTimeoutError(
+                    f"Kernel {self.kernel_id} on gp backend {self.backend!r} did not report its connection "
+                    f"info within {timeout:g} s (launch_timeout). Check that the kernel can reach "
+                    f"{self._listener.response_address} (GP_RESPONSE_IP / GP_RESPONSE_PORT)."
+                )
+            await asyncio.wait({pending.future}, timeout=min(self.poll_interval, remaining))
+            if pending.future.done():
+                return pending.future.result()
+            status = await self._backend.call(
+                "poll", handle=self._handle, options=self.options, launching=True, log=self.log
+            )
+            if status is not None:
+                raise LaunchError(
+                    f"Kernel {self.kernel_id} on gp backend {self.backend!r} exited with status {status} "
+                    "during start-up."
+                )
+
+    def _adopt_report(self, report: LaunchReport) -> None:
+        assert self._handle is not None
+        info = dict(report.connection_info)
+        reported_ip = str(info.get("ip") or "")
+        info["ip"] = self._handle.get("ip") or (
+            reported_ip if reported_ip not in ("", "0.0.0.0") else report.peer_ip
+        )
+        key = info.get("key", b"")
+        info["key"] = key.encode() if isinstance(key, str) else key
+        self._report = report
+        self._comm_address = (info["ip"], report.comm_port)
+        self.connection_info = info
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def poll(self) -> int | None:
+        if self._handle is None or self._exited:
+            return 0
+        try:
+            status = await self._backend.call(
+                "poll", handle=self._handle, options=self.options, launching=False, log=self.log
+            )
+        except Exception as exc:  # the backend could not tell: don't declare the kernel dead
+            self.log.warning("gp backend %r could not poll kernel %s: %s", self.backend, self.kernel_id, exc)
+            return None
+        if status is not None:
+            self._exited = True
+        return status
+
+    async def wait(self) -> int | None:
+        while True:
+            status = await self.poll()
+            if status is not None:
+                return status
+            await asyncio.sleep(min(self.poll_interval, 0.1))
+
+    async def send_signal(self, signum: int) -> None:
+        if signum == 0:
+            await self.poll()
+            return
+        if signum == signal.SIGKILL:
+            await self.kill()
+            return
+        if self._comm_address is None:
+            raise BackendError(f"Kernel {self.kernel_id} has no communication port to signal")
+        host, port = self._comm_address
+        try:
+            await comm_request(host, port, self.connection_info["key"], "signal", signum=signum, timeout=_COMM_TIMEOUT)
+        except (OSError, TimeoutError, ProtocolError) as exc:
+            if await self.poll() is not None:
+                return  # the kernel is gone: nothing to signal
+            self.log.warning(
+                "Kernel %s did not take signal %d on %s:%d (%s)", self.kernel_id, signum, host, port, exc
+            )
+            if signum == signal.SIGTERM:
+                await self.terminate()
+
+    async def kill(self, restart: bool = False) -> None:
+        await self._remove_resources(force=True, restart=restart)
+
+    async def terminate(self, restart: bool = False) -> None:
+        await self._remove_resources(force=False, restart=restart)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await self._remove_resources(force=False, restart=restart)
+        if self._listener is not None:
+            self._listener.unregister(self.kernel_id)
+        self._handle = None
+        self._comm_address = None
+        self._report = None
+
+    async def _remove_resources(self, force: bool, restart: bool) -> None:
+        if self._handle is None or self._terminated:
+            return
+        await self._backend.call(
+            "terminate", handle=self._handle, options=self.options, restart=restart, force=force, log=self.log
+        )
+        self._terminated = self._exited = True
+
+    # ------------------------------------------------------------------ persistence
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info = await super().get_provisioner_info()
+        connection_info = dict(self.connection_info)
+        if isinstance(connection_info.get("key"), bytes):
+            connection_info["key"] = connection_info["key"].decode()
+        info.update(
+            connection_info=connection_info,  # JSON-serialisable, unlike the base class's bytes key
+            backend=self.backend,
+            backend_options=self._backend_values,
+            handle=self._handle,
+            comm_address=list(self._comm_address) if self._comm_address else None,
+        )
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        await super().load_provisioner_info(provisioner_info)
+        if provisioner_info.get("backend") != self.backend:
+            raise InvalidOptionError(
+                f"provisioner info is for gp backend {provisioner_info.get('backend')!r}, "
+                f"this provisioner runs {self.backend!r}"
+            )
+        key = self.connection_info.get("key", b"")
+        self.connection_info = {**self.connection_info, "key": key.encode() if isinstance(key, str) else key}
+        self._handle = provisioner_info.get("handle")
+        comm = provisioner_info.get("comm_address")
+        self._comm_address = (str(comm[0]), int(comm[1])) if comm else None
+        self._exited = self._terminated = False
+
+    # ------------------------------------------------------------------ helpers
+
+    def _authorize(self, env: dict[str, str]) -> str:
+        username = env.get("KERNEL_USERNAME") or getpass.getuser()
+        kernel = self.kernel_spec.display_name if self.kernel_spec else self.kernel_id
+        if username in self.unauthorized_users:
+            raise PermissionError(
+                f"User {username!r} is not authorized to start kernel {kernel!r}: the user is in "
+                "unauthorized_users (GP_UNAUTHORIZED_USERS). Set KERNEL_USERNAME to an authorized user."
+            )
+        if self.authorized_users and username not in self.authorized_users:
+            raise PermissionError(
+                f"User {username!r} is not authorized to start kernel {kernel!r}: only "
+                f"{', '.join(sorted(self.authorized_users))} may (authorized_users)."
+            )
+        return username
+
+    def _request_launch_timeout(self, env: dict[str, str]) -> float:
+        requested = env.get("KERNEL_LAUNCH_TIMEOUT")
+        if requested is None or requested == os.environ.get("KERNEL_LAUNCH_TIMEOUT"):
+            return self.launch_timeout
+        try:
+            value = float(requested)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value <= self.max_launch_timeout:
+            raise InvalidOptionError(
+                f"KERNEL_LAUNCH_TIMEOUT={requested!r} is invalid; use a number of seconds between 0 and "
+                f"{self.max_launch_timeout:g} (max_launch_timeout)"
+            )
+        return value
+
+    def _format_cmd(self, listener: ResponseListener, extra_arguments: list[str]) -> list[str]:
+        if self.kernel_spec is None or not self.kernel_spec.argv:
+            raise InvalidOptionError(f"Kernel {self.kernel_id}: the kernelspec has no argv to run")
+        values = {
+            "kernel_id": self.kernel_id,
+            "response_address": listener.response_address,
+            "public_key": listener.public_key,
+            "port_range": self.port_range,
+            "resource_dir": self.kernel_spec.resource_dir,
+            "prefix": sys.prefix,
+        }
+        fill = lambda m: str(values.get(m.group(1), m.group(0)))  # noqa: E731  unknown placeholders stay
+        return [_PLACEHOLDER.sub(fill, arg) for arg in self.kernel_spec.argv] + list(extra_arguments)
+
+    def _kernel_env(
+        self, env: dict[str, str], username: str, listener: ResponseListener, token: str
+    ) -> dict[str, str]:
+        """What the kernel's environment holds: the spec's env, the request's values and the launch data.
+
+        Never the whole server environment: only variables the kernelspec declares, ``KERNEL_*`` ones and
+        those the request set or changed.
+        """
+        spec_env = self.kernel_spec.env if self.kernel_spec else {}
+        kernel_env = {
+            name: value
+            for name, value in env.items()
+            if (name.startswith("KERNEL_") or name in spec_env or os.environ.get(name) != value)
+            and name not in _SECRET_ENV
+        }
+        for name, value in kernel_env.items():
+            if not _ENV_NAME.match(name):
+                raise InvalidOptionError(
+                    f"Environment variable name {name!r} is invalid; names are letters, digits and '_'"
+                )
+            if "\0" in value:
+                raise InvalidOptionError(f"Environment variable {name} contains a NUL character")
+        kernel_env.update(
+            KERNEL_ID=self.kernel_id or "",
+            KERNEL_USERNAME=username,
+            KERNEL_LANGUAGE=kernel_env.get("KERNEL_LANGUAGE")
+            or (self.kernel_spec.language if self.kernel_spec else "")
+            or "",
+            GP_LAUNCH_TOKEN=token,
+            RESPONSE_ADDRESS=listener.response_address,
+            PUBLIC_KEY=listener.public_key,
+            PORT_RANGE=self.port_range,
+        )
+        return kernel_env

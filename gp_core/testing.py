@@ -1,0 +1,160 @@
+"""Helpers for testing gp backends end to end with real kernels (used by gp's own tests and by plugin authors).
+
+Typical use::
+
+    spec_dir = write_kernelspec(tmp_path, "k", backend="docker", argv=[...], config={"image": "..."})
+    km = kernel_manager(spec_dir, "k")
+    await start_kernel(km)
+    output, reply = await execute(km, "print(1 + 1)")
+    await km.shutdown_kernel()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
+
+from .launcher import LAUNCHER_PATH
+from .options import parse_list
+
+PROVISIONER_NAME = "gp-remote-provisioner"
+#: The user tests start kernels as (the default unauthorized_users refuses root, who runs CI).
+TEST_USERNAME = "gp-tester"
+
+
+def launcher_argv(python: str = sys.executable, launcher: str | Path = LAUNCHER_PATH) -> list[str]:
+    """The kernel.json argv that runs gp's launcher with every placeholder core fills."""
+    return [
+        python,
+        str(launcher),
+        "--kernel-id",
+        "{kernel_id}",
+        "--port-range",
+        "{port_range}",
+        "--response-address",
+        "{response_address}",
+        "--public-key",
+        "{public_key}",
+    ]
+
+
+def kernelspec_json(
+    backend: str,
+    *,
+    argv: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    display_name: str | None = None,
+) -> dict[str, Any]:
+    """A kernel.json dict selecting ``backend`` through gp-remote-provisioner."""
+    return {
+        "argv": argv or launcher_argv(),
+        "display_name": display_name or f"gp {backend} test",
+        "language": "python",
+        "interrupt_mode": "signal",
+        "env": env or {},
+        "metadata": {
+            "kernel_provisioner": {
+                "provisioner_name": PROVISIONER_NAME,
+                "config": {"backend": backend, **(config or {})},
+            }
+        },
+    }
+
+
+def write_kernelspec(directory: str | Path, name: str, *, backend: str, **kwargs: Any) -> Path:
+    """Write ``directory/name/kernel.json`` (see :func:`kernelspec_json`) and return ``directory``."""
+    spec_dir = Path(directory) / name
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    (spec_dir / "kernel.json").write_text(json.dumps(kernelspec_json(backend, **kwargs), indent=1))
+    return Path(directory)
+
+
+def kernel_manager(kernelspec_dir: str | Path, name: str, **kwargs: Any) -> AsyncKernelManager:
+    """An AsyncKernelManager that finds kernelspecs only in ``kernelspec_dir``."""
+    ksm = KernelSpecManager(kernel_dirs=[str(kernelspec_dir)])
+    return AsyncKernelManager(kernel_name=name, kernel_spec_manager=ksm, **kwargs)
+
+
+def kernel_env(**variables: str) -> dict[str, str]:
+    """A start request's env: the server env plus ``KERNEL_*`` values (as jupyter_server builds it)."""
+    return {**os.environ, "KERNEL_USERNAME": TEST_USERNAME, **variables}
+
+
+async def start_kernel(km: AsyncKernelManager, **variables: str) -> None:
+    """Start the kernel as :data:`TEST_USERNAME`, with ``variables`` as the request's ``KERNEL_*`` env."""
+    await km.start_kernel(env=kernel_env(**variables))
+
+
+async def execute(km: AsyncKernelManager, code: str, timeout: float = 60) -> tuple[str, dict[str, Any]]:
+    """Run ``code`` on the kernel; return (stdout text, execute_reply content)."""
+    client = km.client()
+    client.start_channels()
+    output: list[str] = []
+
+    def collect(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream" and msg["content"].get("name") == "stdout":
+            output.append(msg["content"]["text"])
+        elif msg["msg_type"] == "execute_result":
+            output.append(msg["content"]["data"].get("text/plain", "") + "\n")
+        elif msg["msg_type"] == "error":
+            output.append(f"{msg['content']['ename']}: {msg['content']['evalue']}\n")
+
+    try:
+        await client.wait_for_ready(timeout=timeout)
+        reply = await client.execute_interactive(code, timeout=timeout, output_hook=collect)
+    finally:
+        client.stop_channels()
+    return "".join(output), reply["content"]
+
+
+async def interrupt_sleep(km: AsyncKernelManager, seconds: int = 60, timeout: float = 30) -> dict[str, Any]:
+    """Start ``time.sleep(seconds)`` on the kernel, interrupt it, and return the execute_reply content."""
+    client = km.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=timeout)
+        msg_id = client.execute(f"import time; time.sleep({seconds})")
+        while True:  # interrupt only once the cell runs
+            msg = await client.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+                break
+        await asyncio.sleep(0.2)
+        await km.interrupt_kernel()
+        while True:
+            reply = await client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"]
+    finally:
+        client.stop_channels()
+
+
+async def adopt_kernel(
+    kernelspec_dir: str | Path, name: str, provisioner_info: dict[str, Any]
+) -> AsyncKernelManager:
+    """A second kernel manager (as another server process would build) for a running kernel."""
+    km = kernel_manager(kernelspec_dir, name)
+    km.kernel_id = provisioner_info["kernel_id"]
+    km.provisioner = KernelProvisionerFactory.instance().create_provisioner_instance(
+        km.kernel_id, km.kernel_spec, parent=km
+    )
+    await km.provisioner.load_provisioner_info(provisioner_info)
+    km.load_connection_info(km.provisioner.connection_info)
+    return km
+
+
+def require_backend(backend: str, reason: str) -> NoReturn:
+    """Skip a test whose backend is unavailable, or fail it when ``GP_REQUIRED_BACKENDS`` names the backend."""
+    import pytest
+
+    if backend in parse_list(os.environ.get("GP_REQUIRED_BACKENDS", "")):
+        pytest.fail(f"required gp backend {backend!r} is unavailable: {reason}")
+    pytest.skip(f"gp backend {backend!r} unavailable: {reason}")
