@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Stop what the test scripts started (for developers; CI machines are simply thrown away).
+#
+#   bash scripts/stop-backends.sh                 remove leftover kernel containers/services, stop the test
+#                                                 sshd, and stop dockerd if scripts/start-docker.sh started it
+#   bash scripts/stop-backends.sh --keep-docker   the same, but leave dockerd running
+#   bash scripts/stop-backends.sh --kernels       only remove leftover kernel containers/services
+#
+# Kernel containers/services are those labelled component=kernel. A dockerd that these scripts did not start
+# (no live .ci-state/dockerd.pid) is never stopped; the swarm is not left (it persists across restarts).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE="$ROOT/.ci-state"
+PIDFILE="$STATE/dockerd.pid"
+
+log() { echo "[stop-backends] $*" >&2; }
+
+mode=${1:-all}
+case "$mode" in
+    all | --keep-docker | --kernels) ;;
+    *) echo "usage: $0 [--keep-docker|--kernels]" >&2; exit 2 ;;
+esac
+
+remove_kernels() {
+    command -v docker >/dev/null && docker info >/dev/null 2>&1 || return 0
+    local svcs ctrs
+    if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ]; then
+        svcs=$(docker service ls -q --filter label=component=kernel)
+        if [ -n "$svcs" ]; then
+            log "removing kernel services:"
+            docker service ls --filter label=component=kernel >&2
+            # shellcheck disable=SC2086
+            docker service rm $svcs >/dev/null
+        fi
+    fi
+    ctrs=$(docker ps -aq --filter label=component=kernel)
+    if [ -n "$ctrs" ]; then
+        log "removing kernel containers:"
+        docker ps -a --filter label=component=kernel >&2
+        # shellcheck disable=SC2086
+        docker rm -f $ctrs >/dev/null
+    fi
+}
+
+stop_dockerd() {
+    local pid
+    [ -s "$PIDFILE" ] || { log "dockerd was not started by these scripts; leaving it alone"; return 0; }
+    pid=$(cat "$PIDFILE")
+    if [[ "$pid" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
+        log "stopping dockerd (pid $pid)"
+        kill -TERM "$pid"
+        for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "dockerd did not stop within 60 s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    else
+        log "dockerd from $PIDFILE is not running"
+    fi
+    rm -f "$PIDFILE"
+}
+
+remove_kernels
+[ "$mode" = --kernels ] && exit 0
+bash "$ROOT/scripts/start-sshd.sh" --stop
+rm -f "$STATE/ssh/started-by-test"
+[ "$mode" = --keep-docker ] || stop_dockerd
+log "done"
