@@ -1,0 +1,1 @@
+"""gp-k8s: not implemented yet; this package registers no backend."""

@@ -1,0 +1,1 @@
+"""gp-sparkop: not implemented yet; this package registers no backend."""

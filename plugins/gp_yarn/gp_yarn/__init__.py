@@ -1,0 +1,1 @@
+"""gp-yarn: not implemented yet; this package registers no backend."""

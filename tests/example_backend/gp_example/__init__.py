@@ -1,0 +1,1 @@
+"""An example third-party gp backend (see hooks.py)."""

@@ -1,0 +1,206 @@
+"""GenericRemoteProvisioner end to end on the local backend, with real ipykernel kernels."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import pytest
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
+
+from gp_core import InvalidOptionError, LaunchError, LaunchTimeoutError, UnknownBackendError
+from gp_core.provisioner import GenericRemoteProvisioner
+from gp_core.testing import (
+    adopt_kernel,
+    execute,
+    interrupt_sleep,
+    kernel_manager,
+    start_kernel,
+    write_kernelspec,
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purposes
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.fixture
+def kernels(tmp_path):
+    return tmp_path / "kernels"
+
+
+async def _started(kernels, name="k", **spec):
+    write_kernelspec(kernels, name, backend=spec.pop("backend", "local"), **spec)
+    km = kernel_manager(kernels, name)
+    await start_kernel(km)
+    return km
+
+
+async def test_execute_interrupt_restart_shutdown(kernels):
+    km = await _started(kernels)
+    try:
+        assert isinstance(km.provisioner, GenericRemoteProvisioner)
+        output, reply = await execute(km, "import os; print(os.getpid(), os.environ['KERNEL_USERNAME'])")
+        assert reply["status"] == "ok"
+        pid, user = output.split()
+        assert int(pid) == km.provisioner._handle["pid"] and user == "gp-tester"
+
+        reply = await interrupt_sleep(km)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+        output, reply = await execute(km, "print('still alive')")
+        assert output == "still alive\n"
+
+        await km.restart_kernel()
+        new_pid = km.provisioner._handle["pid"]
+        assert new_pid != int(pid) and not _alive(int(pid))
+        output, _ = await execute(km, "import os; print(os.getpid())")
+        assert int(output) == new_pid
+    finally:
+        await km.shutdown_kernel()
+    assert not await km.is_alive()
+    assert not _alive(new_pid)
+    assert km.provisioner is None or not km.provisioner.has_process
+
+
+async def test_kernel_env_carries_request_values_not_server_secrets(kernels, monkeypatch):
+    monkeypatch.setenv("GP_REMOTE_PWD", "s3cret")
+    write_kernelspec(kernels, "k", backend="local", config={"inherit_server_env": False})
+    km = kernel_manager(kernels, "k")
+    await start_kernel(km, KERNEL_FOO="$(touch /tmp/gp-pwned); `id`", KERNEL_LAUNCH_TIMEOUT="40")
+    try:
+        output, _ = await execute(
+            km,
+            "import os, json; print(json.dumps({k: os.environ.get(k) for k in "
+            "('KERNEL_FOO', 'GP_REMOTE_PWD', 'HOME', 'KERNEL_ID', 'GP_LAUNCH_TOKEN')}))",
+        )
+        seen = json.loads(output)
+        assert seen["KERNEL_FOO"] == "$(touch /tmp/gp-pwned); `id`"  # inert data
+        assert seen["GP_REMOTE_PWD"] is None and seen["HOME"] is None  # not the server's environment
+        assert seen["KERNEL_ID"] == km.kernel_id
+        assert not os.path.exists("/tmp/gp-pwned")
+    finally:
+        await km.shutdown_kernel()
+
+
+async def test_adopt_running_kernel_from_second_manager(kernels):
+    km = await _started(kernels)
+    try:
+        info = json.loads(json.dumps(await km.provisioner.get_provisioner_info()))  # as persisted
+        other = await adopt_kernel(kernels, "k", info)
+        assert await other.is_alive()
+        output, reply = await execute(other, "print('adopted', 6 * 7)")
+        assert output == "adopted 42\n"
+        reply = await interrupt_sleep(other)
+        assert reply["ename"] == "KeyboardInterrupt"
+        await other.shutdown_kernel(now=True)
+        assert not _alive(info["handle"]["pid"])
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+async def test_unknown_backend_fails_before_anything_is_created(kernels):
+    write_kernelspec(kernels, "k", backend="nomad")
+    km = kernel_manager(kernels, "k")
+    with pytest.raises(UnknownBackendError, match="'nomad'.*installed backends: .*local"):
+        await start_kernel(km)
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"imagee": "x"}, r"Unknown option\(s\) 'imagee' for gp backend 'local'; valid options: "),
+        ({"port_range": "40000-41000"}, r"port_range.*40000-41000"),
+        ({"port_range": "41000..40000"}, r"port_range"),
+        ({"launch_timeout": -1}, r"launch_timeout must be a positive"),
+        ({"inherit_server_env": "perhaps"}, r"inherit_server_env"),
+    ],
+)
+async def test_invalid_options_are_named(kernels, config, match):
+    write_kernelspec(kernels, "k", backend="local", config=config)
+    km = kernel_manager(kernels, "k")
+    with pytest.raises(InvalidOptionError, match=match):
+        await start_kernel(km)
+
+
+async def test_missing_backend_name_is_an_error(kernels):
+    spec_dir = write_kernelspec(kernels, "k", backend="local")
+    spec_file = spec_dir / "k" / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    del spec["metadata"]["kernel_provisioner"]["config"]["backend"]
+    spec_file.write_text(json.dumps(spec))
+    with pytest.raises(InvalidOptionError, match="must name a gp backend"):
+        await start_kernel(kernel_manager(kernels, "k"))
+
+
+@pytest.mark.parametrize(
+    ("config", "user", "match"),
+    [
+        ({}, "root", "'root' is not authorized.*unauthorized_users"),
+        ({"authorized_users": ["alice"]}, "bob", "'bob' is not authorized.*only alice may"),
+        ({"authorized_users": ["alice"], "unauthorized_users": ["alice"]}, "alice", "unauthorized_users"),
+    ],
+)
+async def test_unauthorized_users_are_refused(kernels, config, user, match):
+    write_kernelspec(kernels, "k", backend="local", config=config)
+    km = kernel_manager(kernels, "k")
+    with pytest.raises(PermissionError, match=match):
+        await start_kernel(km, KERNEL_USERNAME=user)
+    assert not km.has_kernel
+
+
+async def test_bad_per_request_launch_timeout_is_refused(kernels):
+    write_kernelspec(kernels, "k", backend="local")
+    km = kernel_manager(kernels, "k")
+    with pytest.raises(InvalidOptionError, match="KERNEL_LAUNCH_TIMEOUT='9999'.*between 0 and 300"):
+        await start_kernel(km, KERNEL_LAUNCH_TIMEOUT="9999")
+
+
+async def test_kernel_that_dies_during_startup_fails_fast_with_its_log(kernels):
+    argv = [sys.executable, "-c", "import sys; print('launcher exploded', file=sys.stderr); sys.exit(3)"]
+    write_kernelspec(kernels, "k", backend="local", argv=argv, config={"launch_timeout": 60})
+    km = kernel_manager(kernels, "k")
+    with pytest.raises(LaunchError, match=r"(?s)exited with status 3.*launcher exploded"):
+        await start_kernel(km)
+    assert not km.has_kernel
+
+
+async def test_launch_timeout_removes_the_kernel(kernels, tmp_path):
+    pid_file = tmp_path / "pid"
+    argv = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"]
+    write_kernelspec(kernels, "k", backend="local", argv=argv, config={"launch_timeout": 1.5})
+    km = kernel_manager(kernels, "k")
+    with pytest.raises(LaunchTimeoutError, match="did not report its connection info within 1.5 s"):
+        await start_kernel(km)
+    assert not _alive(int(pid_file.read_text()))
+
+
+async def test_third_party_backend_runs_a_real_kernel(kernels, tmp_path):
+    km = await _started(kernels, backend="example", config={"sandbox_root": str(tmp_path), "greeting": "hi"})
+    try:
+        output, _ = await execute(km, "import os; print(os.environ['EXAMPLE_GREETING'], os.path.basename(os.getcwd()))")
+        assert output == "hi sandbox-gp-tester\n"
+    finally:
+        await km.shutdown_kernel()
+
+
+async def test_terminate_signal_goes_through_the_comm_port(kernels):
+    km = await _started(kernels)
+    pid = km.provisioner._handle["pid"]
+    try:
+        await km.signal_kernel(signal.SIGTERM)
+        assert await km.provisioner.wait() is not None
+        assert not _alive(pid)
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+def test_provisioner_is_registered_with_jupyter_client():
+    factory = KernelProvisionerFactory.instance()
+    assert any(ep.name == "gp-remote-provisioner" for ep in factory._get_all_provisioners())
