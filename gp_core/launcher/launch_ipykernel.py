@@ -1,0 +1,673 @@
+"""gp kernel launcher: run an IPython kernel in this process and report its connection info to the gp server.
+
+The protocol is gp's docs/protocol.md (version 2). This script is copied into kernel images and onto remote
+hosts, so it needs only the standard library, pycryptodomex and ipykernel, and never imports gp_core.
+Start-up latency is measured against plain ``python -m ipykernel_launcher``: anything heavy is imported
+only when it is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import errno
+import hashlib
+import hmac
+import json
+import math
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+PROTOCOL_VERSION = 2
+HKDF_SALT = b"gp-launch-v2"
+AAD_PREFIX = b"gp-launch-v2|"
+#: DER SubjectPublicKeyInfo of an X25519 key is this 12-byte header followed by the 32-byte key.
+X25519_SPKI_PREFIX = bytes.fromhex("302a300506032b656e032100")
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_REPLY_BYTES = 4 * 1024
+MAX_COMM_BYTES = 4 * 1024
+COMM_MAX_CLOCK_SKEW = 300.0
+COMM_READ_TIMEOUT = 5.0
+COMM_MAX_CONNECTIONS = 8
+#: How long to keep retrying the response address while it refuses connections (server or network not ready).
+CONNECT_RETRY_SECONDS = 5.0
+REPLY_TIMEOUT = 30.0
+#: shell, iopub, stdin, control, heartbeat and the comm port.
+PORTS_NEEDED = 6
+_PORT_BUSY = frozenset({errno.EADDRINUSE, errno.EACCES})
+
+#: Names each cluster type puts into the user namespace, the function creating them, the package they need.
+CLUSTER_NAMESPACES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "spark": (("spark", "sc", "sql"), "create_spark_namespace", "pyspark"),
+    "dask": (("cluster",), "create_dask_namespace", "dask_yarn"),
+}
+
+_stderr_fd = 2
+
+
+class LaunchFailed(Exception):
+    """The launch cannot go on: the message is printed to stderr and the launcher exits non-zero."""
+
+
+def say(message: str) -> None:
+    """Write to the launcher's real stderr (once the kernel runs, ``sys.stderr`` goes to the notebook)."""
+    try:
+        os.write(_stderr_fd, f"gp launcher: {message}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------------------------- arguments
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="launch_ipykernel.py",
+        description="Start an IPython kernel in this process and report its connection info to a gp server.",
+    )
+    parser.add_argument("--kernel-id", default=env.get("KERNEL_ID"), help="the kernel's id (env KERNEL_ID)")
+    parser.add_argument(
+        "--response-address",
+        default=env.get("RESPONSE_ADDRESS"),
+        metavar="IP:PORT",
+        help="the gp server's response listener (env RESPONSE_ADDRESS)",
+    )
+    parser.add_argument(
+        "--public-key",
+        default=env.get("PUBLIC_KEY"),
+        help="base64 DER of the server's X25519 public key (env PUBLIC_KEY)",
+    )
+    parser.add_argument(
+        "--port-range",
+        default=env.get("PORT_RANGE") or "0..0",
+        metavar="LOW..HIGH",
+        help="bind every port inside this range; 0..0 means any port (env PORT_RANGE)",
+    )
+    parser.add_argument("--kernel-class-name", default="ipykernel.ipkernel.IPythonKernel")
+    parser.add_argument(
+        "--spark-context-initialization-mode", choices=("lazy", "eager", "none"), default="none"
+    )
+    parser.add_argument("--cluster-type", choices=("spark", "dask", "none"), default="none")
+    parser.add_argument(
+        "--launch-token",
+        default=env.get("GP_LAUNCH_TOKEN"),
+        help="the one-shot launch token; prefer env GP_LAUNCH_TOKEN (argv is visible to ps)",
+    )
+    parser.add_argument(
+        "--ip", default=env.get("GP_KERNEL_IP") or "0.0.0.0", help="address to bind (env GP_KERNEL_IP)"
+    )
+    args = parser.parse_args(argv)
+    for name, var in (
+        ("kernel_id", "KERNEL_ID"),
+        ("response_address", "RESPONSE_ADDRESS"),
+        ("public_key", "PUBLIC_KEY"),
+        ("launch_token", "GP_LAUNCH_TOKEN"),
+    ):
+        if not getattr(args, name):
+            parser.error(f"--{name.replace('_', '-')} is required (or set {var})")
+    try:
+        args.port_range = parse_port_range(args.port_range)
+        args.response_address = parse_address(args.response_address)
+        decode_public_key(args.public_key)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``"LOW..HIGH"`` (inclusive) -> ``(LOW, HIGH)``; ``"0..0"`` -> ``(0, 0)``, any port."""
+    low_text, sep, high_text = text.strip().partition("..")
+    if not (sep and low_text.isdigit() and high_text.isdigit()):
+        raise ValueError(f"--port-range {text!r} is malformed; use LOW..HIGH, or 0..0 for any port")
+    low, high = int(low_text), int(high_text)
+    if (low, high) == (0, 0):
+        return low, high
+    if not 1 <= low <= high <= 65535 or high - low + 1 < PORTS_NEEDED:
+        raise ValueError(
+            f"--port-range {text!r} must lie within 1..65535 and hold at least {PORTS_NEEDED} ports"
+        )
+    return low, high
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``"ip:port"`` or ``"[ipv6]:port"`` -> ``(host, port)``."""
+    host, sep, port_text = text.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not (sep and host and port_text.isdigit() and 0 < int(port_text) <= 65535):
+        raise ValueError(f"--response-address {text!r} is malformed; use IP:PORT")
+    return host, int(port_text)
+
+
+def decode_public_key(text: str) -> bytes:
+    """The raw 32-byte X25519 key inside the server's base64 DER public key."""
+    try:
+        der = base64.b64decode(text, validate=True)
+    except ValueError:
+        der = b""
+    if len(der) != len(X25519_SPKI_PREFIX) + 32 or not der.startswith(X25519_SPKI_PREFIX):
+        raise ValueError("--public-key is not a base64 DER X25519 public key")
+    return der[len(X25519_SPKI_PREFIX) :]
+
+
+# --------------------------------------------------------------------------------------------- payload
+
+
+def _import_crypto() -> Any:
+    # pycryptodome binds its C code through cffi when cffi is importable, and cffi parses C declarations at
+    # import (~70 ms here); its ctypes binding loads the same libraries in a few ms. Hide cffi for this
+    # import only, so kernel code can still use it.
+    hide_cffi = "cffi" not in sys.modules and "Cryptodome.Util._raw_api" not in sys.modules
+    if hide_cffi:
+        sys.modules["cffi"] = None  # type: ignore[assignment]
+    try:
+        from Cryptodome.Cipher import AES
+        from Cryptodome.Hash import SHA256
+        from Cryptodome.Protocol.DH import import_x25519_public_key, key_agreement
+        from Cryptodome.Protocol.KDF import HKDF
+        from Cryptodome.PublicKey import ECC
+    finally:
+        if hide_cffi and sys.modules.get("cffi", 0) is None:
+            del sys.modules["cffi"]
+    return AES, SHA256, import_x25519_public_key, key_agreement, HKDF, ECC
+
+
+def seal_payload(public_key: str, kernel_id: str, info: dict[str, Any]) -> bytes:
+    """Encrypt ``info`` for the server (docs/protocol.md §1.5) and return the JSON envelope."""
+    AES, SHA256, import_x25519_public_key, key_agreement, HKDF, ECC = _import_crypto()
+    kernel_id_bytes = kernel_id.encode("utf-8")
+
+    def derive_key(shared_secret: bytes) -> bytes:
+        if not any(shared_secret):
+            raise ValueError("degenerate X25519 shared secret")
+        return HKDF(bytes(shared_secret), 32, HKDF_SALT, SHA256, context=kernel_id_bytes)
+
+    ephemeral = ECC.generate(curve="X25519")
+    server_key = import_x25519_public_key(decode_public_key(public_key))
+    key = key_agreement(eph_priv=ephemeral, static_pub=server_key, kdf=derive_key)
+    nonce = os.urandom(12)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=16)
+    cipher.update(AAD_PREFIX + kernel_id_bytes)
+    ciphertext, tag = cipher.encrypt_and_digest(json.dumps(info).encode("utf-8"))
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+    envelope = {
+        "version": PROTOCOL_VERSION,
+        "kernel_id": kernel_id,
+        "epk": b64(ephemeral.public_key().export_key(format="DER")),
+        "nonce": b64(nonce),
+        "ciphertext": b64(ciphertext),
+        "tag": b64(tag),
+    }
+    return json.dumps(envelope).encode("utf-8")
+
+
+def send_payload(address: tuple[str, int], envelope: bytes) -> None:
+    """Deliver the envelope to the response listener and check its answer.
+
+    :raises LaunchFailed: The listener cannot be reached, does not answer, or rejects the payload.
+    """
+    if len(envelope) > MAX_PAYLOAD_BYTES:
+        raise LaunchFailed(f"the payload is {len(envelope)} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")
+    host, port = address
+    deadline = time.monotonic() + CONNECT_RETRY_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            sock = socket.create_connection((host, port), timeout=CONNECT_RETRY_SECONDS)
+            break
+        except OSError as exc:  # refused, unreachable, not resolvable yet: the network may still be coming up
+            if time.monotonic() + delay > deadline:
+                raise LaunchFailed(
+                    f"cannot reach the gp server's response address {host}:{port} ({exc}); "
+                    "check GP_RESPONSE_IP / GP_RESPONSE_PORT on the server and the network in between"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+    try:
+        with sock:
+            sock.settimeout(REPLY_TIMEOUT)
+            sock.sendall(envelope)
+            sock.shutdown(socket.SHUT_WR)
+            raw = read_line(sock, MAX_REPLY_BYTES)
+    except OSError as exc:
+        raise LaunchFailed(f"no answer from the gp server at {host}:{port} ({exc})") from None
+    try:
+        reply = json.loads(raw or b"")
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise LaunchFailed(f"the gp server at {host}:{port} sent an unreadable answer: {raw[:200]!r}")
+    if reply.get("ok") is not True:
+        raise LaunchFailed(
+            f"the gp server at {host}:{port} rejected the launch: {reply.get('error') or 'no reason given'}"
+        )
+
+
+def read_line(sock: socket.socket, limit: int) -> bytes | None:
+    """Read up to the first newline or EOF; ``None`` once more than ``limit`` bytes came without one."""
+    data = b""
+    while True:
+        end = data.find(b"\n")
+        if end >= 0:
+            return data[:end]
+        if len(data) > limit:
+            return None
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
+# --------------------------------------------------------------------------------------------- ports
+
+
+def bind_in_range(bind: Callable[[int], object], low: int, high: int) -> int:
+    """Bind to the first free port of ``low..high``, starting at a random one; return it.
+
+    The bind itself is the check, so no other process can take the port between choosing and using it.
+    """
+    size = high - low + 1
+    start = random.randrange(size)  # concurrent kernels start apart, and so rarely collide
+    for offset in range(size):
+        port = low + (start + offset) % size
+        try:
+            bind(port)
+        except Exception as exc:  # socket.error and zmq.ZMQError both carry errno
+            if getattr(exc, "errno", None) not in _PORT_BUSY:
+                raise
+        else:
+            return port
+    raise LaunchFailed(f"no free port left in --port-range {low}..{high}")
+
+
+def bind_comm_socket(ip: str, port_range: tuple[int, int]) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if port_range == (0, 0):
+            sock.bind((ip, 0))
+        else:
+            bind_in_range(lambda port: sock.bind((ip, port)), *port_range)
+        sock.listen(16)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# --------------------------------------------------------------------------------------------- comm port
+
+
+class CommServer:
+    """Serves the communication port (docs/protocol.md §2): signed ``signal`` and ``ping`` requests."""
+
+    def __init__(self, sock: socket.socket, key: bytes, spark: bool) -> None:
+        self.sock = sock
+        self.port: int = sock.getsockname()[1]
+        self._key = key
+        self._spark = spark
+        self._seen_nonces: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(COMM_MAX_CONNECTIONS)
+
+    def start(self) -> None:
+        threading.Thread(target=self._accept_forever, name="gp-comm", daemon=True).start()
+
+    def _accept_forever(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                if self.sock.fileno() < 0:
+                    return
+                time.sleep(0.1)  # e.g. out of file descriptors: back off instead of spinning
+                continue
+            if not self._slots.acquire(blocking=False):
+                conn.close()  # a flood of idle connections must not pile up threads
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="gp-comm-request", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        action = None
+        try:
+            with conn:
+                conn.settimeout(COMM_READ_TIMEOUT)
+                try:
+                    reply, action = self.handle(read_line(conn, MAX_COMM_BYTES))
+                except TimeoutError:
+                    reply = {"ok": False, "error": "timed out reading the request"}
+                conn.sendall(json.dumps(reply).encode("utf-8") + b"\n")
+        except OSError:
+            pass  # the client went away; a signal already accepted is still delivered
+        except Exception as exc:
+            say(f"comm port: unexpected error: {exc!r}")
+        finally:
+            self._slots.release()
+        if action is not None:
+            action()
+
+    def handle(self, raw: bytes | None) -> tuple[dict[str, Any], Callable[[], None] | None]:
+        """Check one request; return the reply and what to do once it is sent."""
+        try:
+            request = self._verify(raw)
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}, None
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}, None
+        if op == "signal":
+            signum = request.get("signum")
+            if type(signum) is not int or signum not in signal.valid_signals():
+                return {"ok": False, "error": f"invalid signal number {signum!r}"}, None
+            return {"ok": True, "pid": os.getpid()}, lambda: self._deliver(signum)
+        return {"ok": False, "error": f"unknown op {op!r}"}, None
+
+    def _verify(self, raw: bytes | None) -> dict[str, Any]:
+        if raw is None:
+            raise ValueError(f"request exceeds {MAX_COMM_BYTES} bytes")
+        try:
+            outer = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ValueError("request is not JSON") from None
+        if not isinstance(outer, dict) or not isinstance(outer.get("body"), str):
+            raise ValueError("request must be a JSON object with 'body' and 'sig'")
+        body, sig = outer["body"], outer.get("sig")
+        expected = hmac.new(self._key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+        if not isinstance(sig, str) or not hmac.compare_digest(expected.encode(), sig.encode("utf-8")):
+            raise ValueError("bad signature")
+        try:
+            request = json.loads(body)
+        except (ValueError, RecursionError):
+            raise ValueError("body is not JSON") from None
+        if not isinstance(request, dict):
+            raise ValueError("body must be a JSON object")
+        ts, nonce = request.get("ts"), request.get("nonce")
+        now = time.time()
+        if type(ts) not in (int, float) or not math.isfinite(ts) or abs(now - ts) > COMM_MAX_CLOCK_SKEW:
+            raise ValueError(f"timestamp is missing or more than {COMM_MAX_CLOCK_SKEW:g} s off")
+        if not isinstance(nonce, str) or not 8 <= len(nonce) <= 128:
+            raise ValueError("nonce is missing or malformed")
+        with self._lock:
+            # A nonce older than twice the allowed skew can no longer pass the timestamp check.
+            horizon = now - 2 * COMM_MAX_CLOCK_SKEW
+            for old in [n for n, seen in self._seen_nonces.items() if seen < horizon]:
+                del self._seen_nonces[old]
+            if nonce in self._seen_nonces:
+                raise ValueError("replayed nonce")
+            self._seen_nonces[nonce] = now
+        return request
+
+    def _deliver(self, signum: int) -> None:
+        # Aim at the main thread: it runs the user's code, and only a signal it receives itself
+        # interrupts a blocking call there (a plain kill may land on another thread).
+        main = threading.main_thread().ident
+        send = getattr(signal, "pthread_kill", None)
+        if signum == signal.SIGINT and self._spark and hasattr(signal, "SIGUSR2"):
+            self._signal(send, main, signal.SIGUSR2)  # its handler cancels running Spark jobs
+        self._signal(send, main, signum)
+
+    @staticmethod
+    def _signal(send: Callable[[int, int], None] | None, thread: int | None, signum: int) -> None:
+        try:
+            if send is not None and thread is not None:
+                send(thread, signum)
+            else:
+                os.kill(os.getpid(), signum)
+        except OSError as exc:
+            say(f"could not raise signal {signum}: {exc}")
+
+
+# --------------------------------------------------------------------------------------------- kernel
+
+
+def create_kernel_app(args: argparse.Namespace) -> Any:
+    """Create and initialize the kernel app: on return its five ZMQ ports are bound inside the range."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import zmq
+    from ipykernel.heartbeat import Heartbeat
+    from ipykernel.kernelapp import IPKernelApp
+
+    port_range: tuple[int, int] = args.port_range
+
+    def bind_zmq(sock: Any, ip: str) -> int:
+        if port_range == (0, 0):
+            return int(sock.bind_to_random_port(f"tcp://{ip}"))  # the OS picks a free port
+        return bind_in_range(lambda port: sock.bind(f"tcp://{ip}:{port}"), *port_range)
+
+    class RangeHeartbeat(Heartbeat):
+        """A heartbeat whose socket is bound before its thread starts, inside the port range.
+
+        ipykernel's own picks a port by binding and releasing a plain socket, which races with every
+        other process; here the ZMQ bind is the choice.
+        """
+
+        def pick_port(self) -> int:
+            self.socket = self.context.socket(zmq.ROUTER)
+            self.socket.linger = 1000
+            self.port = bind_zmq(self.socket, self.ip)
+            return self.port
+
+        def run(self) -> None:
+            while True:
+                try:
+                    zmq.device(zmq.QUEUE, self.socket, self.socket)
+                except zmq.ZMQError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    if exc.errno == zmq.ETERM:
+                        self.socket.close()
+                    elif exc.errno != zmq.ENOTSOCK:
+                        raise
+                break
+
+    class GPKernelApp(IPKernelApp):
+        def _try_bind_socket(self, s: Any, port: int) -> int:
+            if self.transport == "tcp" and port <= 0:
+                return bind_zmq(s, self.ip)
+            return int(super()._try_bind_socket(s, port))
+
+        def init_heartbeat(self) -> None:
+            # Its own context, as ipykernel does: the heartbeat must never wait on the GIL.
+            self.heartbeat = RangeHeartbeat(zmq.Context(), ("tcp", self.ip, 0))
+            self.hb_port = self.heartbeat.port
+            self.heartbeat.start()
+
+    # A private connection file (for %connect_info), removed at exit: ipykernel deletes the file, we the dir.
+    connection_dir = tempfile.mkdtemp(prefix="gp-kernel-")
+    atexit.register(shutil.rmtree, connection_dir, True)
+    try:
+        app = GPKernelApp.instance(
+            kernel_class=args.kernel_class_name,
+            ip=args.ip,
+            transport="tcp",
+            connection_file=os.path.join(connection_dir, "kernel.json"),
+        )
+    except Exception as exc:
+        raise LaunchFailed(f"cannot set up the kernel ({args.kernel_class_name}): {exc}") from exc
+    try:
+        app.initialize([])
+    except LaunchFailed:
+        raise
+    except Exception as exc:
+        raise LaunchFailed(f"the kernel failed to initialize: {exc!r}") from exc
+    return app
+
+
+def connection_payload(args: argparse.Namespace, app: Any, comm_port: int) -> dict[str, Any]:
+    getpgid = getattr(os, "getpgid", None)
+    return {
+        "kernel_id": args.kernel_id,
+        "launch_token": args.launch_token,
+        "shell_port": app.shell_port,
+        "iopub_port": app.iopub_port,
+        "stdin_port": app.stdin_port,
+        "control_port": app.control_port,
+        "hb_port": app.hb_port,
+        "comm_port": comm_port,
+        "ip": app.ip,
+        "key": app.session.key.decode("utf-8"),
+        "transport": "tcp",
+        "signature_scheme": app.session.signature_scheme,
+        "kernel_name": os.environ.get("KERNEL_NAME", ""),
+        "pid": os.getpid(),
+        "pgid": getpgid(0) if getpgid else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------- spark / dask
+
+
+def create_spark_namespace() -> dict[str, Any]:
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.getOrCreate()
+    return {"spark": spark, "sc": spark.sparkContext, "sql": spark.sql}
+
+
+def create_dask_namespace() -> dict[str, Any]:
+    import dask_yarn
+
+    return {"cluster": dask_yarn.YarnCluster.from_current()}
+
+
+NamespaceFactory = Callable[[], dict[str, Any]]
+
+
+def cluster_namespace_plan(args: argparse.Namespace) -> tuple[tuple[str, ...], NamespaceFactory] | None:
+    """What ``--spark-context-initialization-mode`` asks for: the names and their factory, or ``None``.
+
+    :raises LaunchFailed: ``eager`` without the package it needs.
+    """
+    mode = args.spark_context_initialization_mode
+    if mode == "none":
+        return None
+    import importlib.util
+
+    names, factory, package = CLUSTER_NAMESPACES["dask" if args.cluster_type == "dask" else "spark"]
+    if importlib.util.find_spec(package) is None:
+        message = f"--spark-context-initialization-mode {mode} needs the {package!r} package (not installed)"
+        if mode == "eager":
+            raise LaunchFailed(message)
+        say(f"{message}; the kernel starts without it")
+        return None
+    return names, globals()[factory]
+
+
+class Pending:
+    """Stands for a name (``spark``, ``sc``, ...) still being created in the background: using it waits."""
+
+    __slots__ = ("_name", "_ready", "_values")
+
+    def __init__(self, name: str, ready: threading.Event, values: dict[str, Any]) -> None:
+        self._name, self._ready, self._values = name, ready, values
+
+    def _target(self) -> Any:
+        self._ready.wait()
+        if self._name not in self._values:
+            raise NameError(f"{self._name} is unavailable: {self._values.get('__error__')!r}")
+        return self._values[self._name]
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._target(), attr)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        if self._ready.is_set():
+            return repr(self._target())
+        return f"<{self._name}: being created in the background>"
+
+
+def populate_lazily(user_ns: dict[str, Any], names: tuple[str, ...], factory: NamespaceFactory) -> None:
+    ready = threading.Event()
+    values: dict[str, Any] = {}
+    placeholders = {name: Pending(name, ready, values) for name in names}
+    user_ns.update(placeholders)
+
+    def create() -> None:
+        try:
+            values.update(factory())
+        except Exception as exc:
+            values["__error__"] = exc
+            say(f"background creation of {', '.join(names)} failed: {exc!r}")
+        finally:
+            for name, placeholder in placeholders.items():
+                if name in values and user_ns.get(name) is placeholder:
+                    user_ns[name] = values[name]
+            ready.set()
+
+    threading.Thread(target=create, name="gp-cluster-namespace", daemon=True).start()
+
+
+def install_spark_cancel_handler(user_ns: dict[str, Any]) -> None:
+    """SIGUSR2 (sent with every interrupt when ``--cluster-type spark``) cancels the running Spark jobs."""
+
+    def cancel_jobs(_signum: int, _frame: Any) -> None:
+        context = user_ns.get("sc")
+        if context is not None and not isinstance(context, Pending):
+            try:
+                context.cancelAllJobs()
+            except Exception as exc:
+                say(f"could not cancel Spark jobs: {exc!r}")
+
+    if hasattr(signal, "SIGUSR2"):
+        signal.signal(signal.SIGUSR2, cancel_jobs)
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _stderr_fd
+    args = parse_args(argv)
+    os.environ.pop("GP_LAUNCH_TOKEN", None)  # one-shot, and no business of the kernel's subprocesses
+    _stderr_fd = os.dup(2)  # ipykernel soon captures fd 2 for the notebook; our errors belong in the log
+    try:
+        plan = cluster_namespace_plan(args)
+        app = create_kernel_app(args)
+        comm = CommServer(
+            bind_comm_socket(app.ip, args.port_range), app.session.key, spark=args.cluster_type == "spark"
+        )
+        comm.start()
+        info = connection_payload(args, app, comm.port)
+        send_payload(args.response_address, seal_payload(args.public_key, args.kernel_id, info))
+        user_ns = app.shell.user_ns if getattr(app, "shell", None) is not None else None
+        if args.cluster_type == "spark" and user_ns is not None:
+            install_spark_cancel_handler(user_ns)
+        if plan is not None:
+            names, factory = plan
+            if user_ns is None:
+                say(f"{args.kernel_class_name} has no user namespace; {', '.join(names)} not created")
+            elif args.spark_context_initialization_mode == "eager":
+                try:
+                    user_ns.update(factory())
+                except Exception as exc:
+                    raise LaunchFailed(f"could not create {', '.join(names)}: {exc!r}") from exc
+            else:
+                populate_lazily(user_ns, names, factory)
+    except LaunchFailed as exc:
+        say(str(exc))
+        return 1
+    app.start()
+    return 0
+
+
+if __name__ == "__main__":
+    # Python put this script's directory first on sys.path; the kernel's imports should not see it
+    # (IPython adds the working directory back, as with ipykernel_launcher).
+    if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]
+    sys.exit(main())
