@@ -1,0 +1,23 @@
+"""The part of ``jupyter docker-spec install`` that runs as the backends' ``install_spec`` hook."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+#: Where ``jupyter image-bootstrap install`` (default ``--dest``) puts the launcher inside an image.
+IMAGE_LAUNCHER = "/usr/local/bin/kernel-launchers/python/launch_ipykernel.py"
+
+
+def docker_kernel_spec(app: Any, kernel_spec: dict[str, Any], spec_dir: Path) -> dict[str, Any]:
+    """Point argv at the launcher inside the image and record the image (and network) options."""
+    shutil.rmtree(spec_dir / "scripts", ignore_errors=True)  # core staged a local launcher: not used here
+    python = getattr(app, "python", "") or "python3"
+    kernel_spec["argv"] = [python, IMAGE_LAUNCHER, *app.launcher_args()]
+    config = kernel_spec["metadata"]["kernel_provisioner"]["config"]
+    for option, attribute in (("image", "image_name"), ("network", "network")):
+        value = getattr(app, attribute, "")
+        if value:
+            config[option] = value
+    return kernel_spec

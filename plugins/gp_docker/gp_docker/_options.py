@@ -1,0 +1,240 @@
+"""Options of the ``docker`` and ``docker-swarm`` backends, and the parsers their values share.
+
+Server config sets them as ``c.DockerOptions.<name>`` (both backends) or ``c.DockerSwarmOptions.<name>``
+(swarm only); ``kernel.json`` sets them per kernel next to ``"backend"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
+
+from gp_core import BackendOptions, env_default
+
+#: Value of the ``app`` label on everything gp-docker creates; status listings filter on it.
+APP_LABEL = "gp"
+#: The highest uid/gid a container may run as: uint32, minus (uid_t)-1, which means "unchanged".
+MAX_ID = 2**32 - 2
+
+_NUMERIC_ID = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take e.g. Arabic-Indic ones
+_MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_id(value: str, what: str) -> int:
+    """Parse a uid/gid the way the kernel will see it: ``"00"``, ``" 0"``, ``"-0"`` and ``"+0"`` are all 0.
+
+    :raises ValueError: For anything but an integer within 0..MAX_ID.
+    """
+    text = str(value).strip()
+    if not _NUMERIC_ID.fullmatch(text):
+        raise ValueError(f"{what}={value!r} is not a numeric id")
+    number = int(text)
+    if not 0 <= number <= MAX_ID:
+        raise ValueError(f"{what}={value!r} is out of range; ids are 0..{MAX_ID}")
+    return number
+
+
+def parse_memory(value: str, what: str) -> int:
+    """Parse a memory size (``"512m"``, ``"2g"``, ``"1.5GiB"``, plain bytes) into bytes; ``""`` is 0."""
+    text = str(value).strip()
+    if not text:
+        return 0
+    match = _MEMORY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{what}={value!r} is not a memory size like 512m or 2g")
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()])
+
+
+def parse_cpus(value: str, what: str) -> float:
+    """Parse a CPU count (``"1.5"``); must be positive and finite."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{what}={value!r} is not a number of CPUs") from None
+    if not 0 < number < 1e6:
+        raise ValueError(f"{what}={value!r} must be a positive number of CPUs")
+    return number
+
+
+class DockerOptions(BackendOptions):
+    """Options of the ``docker`` backend (and, inherited, of ``docker-swarm``)."""
+
+    image = Unicode(
+        config=True,
+        help="Kernel image (env GP_IMAGE_NAME). A request's KERNEL_IMAGE may pick another only from "
+        "allowed_images.",
+    )
+    allowed_images = List(
+        Unicode(),
+        config=True,
+        help="Images a request may choose with KERNEL_IMAGE, as fnmatch patterns, e.g. 'myorg/kernel-*' "
+        "(env GP_ALLOWED_IMAGES, comma list). Empty: requests cannot change the image.",
+    )
+    network = Unicode(
+        config=True,
+        help="Docker network the kernel joins; 'host' shares the docker host's network "
+        "(env GP_DOCKER_NETWORK, default bridge).",
+    )
+    default_uid = Unicode(
+        "1000",
+        config=True,
+        help="User id the kernel runs as when the request sets no KERNEL_UID; '' = the image's user.",
+    )
+    default_gid = Unicode(
+        "100",
+        config=True,
+        help="Group id the kernel runs as when the request sets no KERNEL_GID; '' = the image's group.",
+    )
+    prohibited_uids = List(
+        Unicode(),
+        config=True,
+        help="User ids a request may not run the kernel as (env GP_PROHIBITED_UIDS, default 0).",
+    )
+    prohibited_gids = List(
+        Unicode(),
+        config=True,
+        help="Group ids a request may not run the kernel as (env GP_PROHIBITED_GIDS, default 0).",
+    )
+    mirror_working_dirs = Bool(
+        config=True,
+        help="Honour a request's KERNEL_WORKING_DIR as the kernel's working directory "
+        "(env GP_MIRROR_WORKING_DIRS, default false).",
+    )
+    working_dir = Unicode(
+        config=True,
+        help="The kernel's working directory unless KERNEL_WORKING_DIR is mirrored; '' = the image's.",
+    )
+    volumes = List(
+        Unicode(),
+        config=True,
+        help="Mounts, as 'SOURCE:TARGET[:ro|rw]': a host path (absolute SOURCE) or a named volume.",
+    )
+    cpus = Float(0.0, config=True, help="CPU limit of the kernel (e.g. 1.5); 0 = none.")
+    max_cpus = Float(
+        0.0,
+        config=True,
+        help="Highest CPU limit a request may ask for with KERNEL_CPUS_LIMIT; 0 = the cpus value.",
+    )
+    memory = Unicode(config=True, help="Memory limit of the kernel (e.g. 2g); '' = none.")
+    max_memory = Unicode(
+        config=True,
+        help="Highest memory limit a request may ask for with KERNEL_MEMORY_LIMIT; '' = the memory value.",
+    )
+    remove_container = Bool(
+        config=True,
+        help="Remove the kernel's container when the kernel is shut down; false keeps it stopped, for "
+        "post-mortems (env GP_REMOVE_CONTAINER, default true).",
+    )
+    stop_timeout = Float(
+        5.0, config=True, help="Seconds a graceful terminate waits after SIGTERM before SIGKILL."
+    )
+    status_interval = Float(
+        config=True,
+        help="Seconds between refreshes of the one labelled listing every kernel's status comes from "
+        "(env GP_POLL_INTERVAL, default 0.5).",
+    )
+
+    _image_default = default("image")(env_default("GP_IMAGE_NAME", ""))
+    _allowed_images_default = default("allowed_images")(env_default("GP_ALLOWED_IMAGES", []))
+    _network_default = default("network")(env_default("GP_DOCKER_NETWORK", "bridge"))
+    _prohibited_uids_default = default("prohibited_uids")(env_default("GP_PROHIBITED_UIDS", ["0"]))
+    _prohibited_gids_default = default("prohibited_gids")(env_default("GP_PROHIBITED_GIDS", ["0"]))
+    _mirror_default = default("mirror_working_dirs")(env_default("GP_MIRROR_WORKING_DIRS", False))
+    _remove_default = default("remove_container")(env_default("GP_REMOVE_CONTAINER", True))
+    _status_interval_default = default("status_interval")(env_default("GP_POLL_INTERVAL", 0.5))
+
+    @validate("default_uid", "default_gid")
+    def _check_default_id(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if value.strip() == "":
+            return ""
+        try:
+            return str(parse_id(value, proposal["trait"].name))
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("prohibited_uids", "prohibited_gids")
+    def _check_prohibited(self, proposal: Any) -> list[str]:
+        try:
+            return [str(parse_id(item, proposal["trait"].name)) for item in proposal["value"]]
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("memory", "max_memory")
+    def _check_memory(self, proposal: Any) -> str:
+        try:
+            parse_memory(proposal["value"], proposal["trait"].name)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+        return str(proposal["value"]).strip()
+
+    @validate("cpus", "max_cpus", "stop_timeout")
+    def _check_not_negative(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value < 1e6:
+            raise TraitError(f"{proposal['trait'].name} must be a number >= 0, not {value!r}")
+        return value
+
+    @validate("status_interval")
+    def _check_interval(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 < value <= 60:
+            raise TraitError(f"status_interval must be within (0, 60] seconds, not {value!r}")
+        return value
+
+    @validate("network")
+    def _check_network(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip()
+        if not value:
+            raise TraitError("network must name a docker network, e.g. bridge or host")
+        return value
+
+    @validate("volumes")
+    def _check_volumes(self, proposal: Any) -> list[str]:
+        for spec in proposal["value"]:
+            try:
+                parse_volume(spec)
+            except ValueError as exc:
+                raise TraitError(str(exc)) from None
+        return list(proposal["value"])
+
+    @validate("working_dir")
+    def _check_working_dir(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if value and not value.startswith("/"):
+            raise TraitError(f"working_dir {value!r} must be an absolute path")
+        return value
+
+
+class DockerSwarmOptions(DockerOptions):
+    """Options of the ``docker-swarm`` backend: the docker ones plus placement."""
+
+    placement_constraints = List(
+        Unicode(),
+        config=True,
+        help="Swarm placement constraints of the kernel's service, e.g. 'node.role==worker'.",
+    )
+
+
+def parse_volume(spec: str) -> dict[str, Any]:
+    """Parse ``SOURCE:TARGET[:ro|rw]`` into ``{"source", "target", "read_only", "type"}``."""
+    parts = str(spec).split(":")
+    mode = "rw"
+    if len(parts) == 3:
+        mode = parts.pop()
+    if len(parts) != 2 or mode not in ("ro", "rw"):
+        raise ValueError(f"volume {spec!r} is not 'SOURCE:TARGET[:ro|rw]'")
+    source, target = parts
+    if not source or not target.startswith("/"):
+        raise ValueError(f"volume {spec!r} needs a source and an absolute target path")
+    if any(ord(char) < 32 for char in spec):
+        raise ValueError(f"volume {spec!r} contains a control character")
+    return {
+        "source": source,
+        "target": target,
+        "read_only": mode == "ro",
+        "type": "bind" if source.startswith("/") else "volume",
+    }

@@ -1,0 +1,218 @@
+"""Render a kernel's container or service spec from the request: pure, creates nothing.
+
+Everything a request controls (``KERNEL_*`` values) is validated here and ends up as data in the spec:
+argv and env travel to the docker API as JSON arrays, never through a shell or a template.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import re
+from fnmatch import fnmatchcase
+from typing import Any
+
+from gp_core import BackendError, Resources
+
+from ._options import (
+    APP_LABEL,
+    DockerOptions,
+    DockerSwarmOptions,
+    parse_cpus,
+    parse_id,
+    parse_memory,
+    parse_volume,
+)
+
+#: Longest name: a DNS label, which a swarm service name (and a container hostname) must be.
+MAX_NAME_LENGTH = 63
+_UNSAFE_NAME_CHARS = re.compile(r"[^a-z0-9]+")
+_IMAGE_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def resource_name(username: str, kernel_id: str) -> str:
+    """``{username}-{kernel_id}``, made safe for a container, service and host name.
+
+    Lowercase letters, digits and single dashes, at most 63 characters; the user part is shortened
+    first so the kernel id, which makes the name unique, stays whole.
+    """
+    kernel_part = _UNSAFE_NAME_CHARS.sub("-", kernel_id.lower()).strip("-")[:MAX_NAME_LENGTH] or "kernel"
+    room = MAX_NAME_LENGTH - len(kernel_part) - 1
+    user_part = _UNSAFE_NAME_CHARS.sub("-", username.lower()).strip("-")[: max(room, 0)].strip("-")
+    return f"{user_part}-{kernel_part}" if user_part else kernel_part
+
+
+def kernel_labels(kernel_id: str) -> dict[str, str]:
+    """The labels on everything gp-docker creates for a kernel; status listings filter on the last two."""
+    return {"kernel_id": kernel_id, "component": "kernel", "app": APP_LABEL}
+
+
+def _requested(env: dict[str, str], name: str) -> str | None:
+    """A request's value for ``name``; one equal to the server's own environment is not a request."""
+    value = env.get(name)
+    if value is None or value == "" or value == os.environ.get(name):
+        return None
+    return value
+
+
+def select_image(env: dict[str, str], options: DockerOptions) -> str:
+    """The configured image, or the request's ``KERNEL_IMAGE`` when ``allowed_images`` admits it."""
+    configured = options.image.strip()
+    requested = _requested(env, "KERNEL_IMAGE")
+    if requested is not None and requested.strip() != configured:
+        requested = requested.strip()
+        if not any(fnmatchcase(requested, pattern) for pattern in options.allowed_images):
+            allowed = (
+                f"this kernel accepts only {', '.join(map(repr, options.allowed_images))}"
+                if options.allowed_images
+                else "this kernel does not let requests choose the image (allowed_images / GP_ALLOWED_IMAGES)"
+            )
+            raise BackendError(f"KERNEL_IMAGE={requested!r} refused: {allowed}.")
+        if not _IMAGE_REFERENCE.fullmatch(requested):
+            raise BackendError(f"KERNEL_IMAGE={requested!r} is not an image reference")
+        return requested
+    if not configured:
+        raise BackendError(
+            'No kernel image configured: set "image" in kernel.json\'s kernel_provisioner config '
+            "(jupyter docker-spec install --image-name=...) or GP_IMAGE_NAME on the server."
+        )
+    return configured
+
+
+def _parse_request_id(env: dict[str, str], name: str) -> int | None:
+    value = env.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return parse_id(value, name)
+    except ValueError as exc:
+        raise BackendError(f"{exc}; the kernel cannot run as that") from None
+
+
+def select_user(env: dict[str, str], options: DockerOptions) -> tuple[int | None, int | None]:
+    """The (uid, gid) the kernel runs as: the request's ``KERNEL_UID``/``KERNEL_GID`` or the defaults.
+
+    Ids are compared as numbers, so ``"00"``, ``" 0"`` and ``"-0"`` cannot slip past a prohibited 0.
+    """
+    uid = _parse_request_id(env, "KERNEL_UID")
+    gid = _parse_request_id(env, "KERNEL_GID")
+    if uid is None and options.default_uid:
+        uid = int(options.default_uid)
+    if gid is None and options.default_gid:
+        gid = int(options.default_gid)
+    if uid is not None and uid in {int(item) for item in options.prohibited_uids}:
+        raise BackendError(f"KERNEL_UID={env.get('KERNEL_UID', uid)!r} refused: user id {uid} is prohibited")
+    if gid is not None and gid in {int(item) for item in options.prohibited_gids}:
+        raise BackendError(f"KERNEL_GID={env.get('KERNEL_GID', gid)!r} refused: group id {gid} is prohibited")
+    if gid is not None and uid is None:
+        raise BackendError("KERNEL_GID needs a user id too: set KERNEL_UID (or default_uid)")
+    if uid is not None and gid is None and options.prohibited_gids:
+        # Docker would give a uid unknown to the image group 0, past the gid policy.
+        raise BackendError("KERNEL_UID needs a group id too: set KERNEL_GID (or default_gid)")
+    return uid, gid
+
+
+def select_working_dir(env: dict[str, str], options: DockerOptions, log: logging.Logger) -> str | None:
+    """``KERNEL_WORKING_DIR`` when mirroring is on (and it is an absolute path), else ``working_dir``."""
+    requested = env.get("KERNEL_WORKING_DIR")
+    if requested and options.mirror_working_dirs:
+        if not requested.startswith("/") or _CONTROL_CHARS.search(requested):
+            raise BackendError(f"KERNEL_WORKING_DIR={requested!r} must be an absolute path")
+        return posixpath.normpath(requested)
+    if requested:
+        log.debug("Ignoring KERNEL_WORKING_DIR: mirror_working_dirs (GP_MIRROR_WORKING_DIRS) is off")
+    return options.working_dir or None
+
+
+def _select_limit(
+    requested: str | None, default: float, cap: float, parsed: float | None, name: str
+) -> float:
+    if requested is None or parsed is None:
+        return default
+    if cap and parsed > cap:
+        raise BackendError(f"{name}={requested!r} refused: this kernel allows at most {cap:g}")
+    return parsed
+
+
+def select_limits(env: dict[str, str], options: DockerOptions) -> tuple[int, int]:
+    """(nano CPUs, memory bytes), 0 = unlimited; a request may ask up to ``max_*`` (else the default)."""
+    try:
+        cpus_text = _requested(env, "KERNEL_CPUS_LIMIT")
+        cpus = _select_limit(
+            cpus_text,
+            options.cpus,
+            options.max_cpus or options.cpus,
+            parse_cpus(cpus_text, "KERNEL_CPUS_LIMIT") if cpus_text is not None else None,
+            "KERNEL_CPUS_LIMIT",
+        )
+        memory_text = _requested(env, "KERNEL_MEMORY_LIMIT")
+        default_memory = parse_memory(options.memory, "memory")
+        memory = _select_limit(
+            memory_text,
+            default_memory,
+            parse_memory(options.max_memory, "max_memory") or default_memory,
+            parse_memory(memory_text, "KERNEL_MEMORY_LIMIT") if memory_text is not None else None,
+            "KERNEL_MEMORY_LIMIT",
+        )
+    except ValueError as exc:
+        raise BackendError(str(exc)) from None
+    if memory and memory < 6 * 2**20:
+        raise BackendError(f"Memory limit {memory} bytes is below docker's minimum of 6 MiB")
+    return round(cpus * 1e9), int(memory)
+
+
+def render(
+    kind: str,
+    kernel_id: str,
+    cmd: list[str],
+    env: dict[str, str],
+    options: DockerOptions,
+    log: logging.Logger,
+) -> Resources:
+    """The JSON-serialisable spec ``launch`` turns into a container (``kind="container"``) or a swarm
+    service (``kind="service"``)."""
+    image = select_image(env, options)
+    uid, gid = select_user(env, options)
+    working_dir = select_working_dir(env, options, log)
+    nano_cpus, memory_bytes = select_limits(env, options)
+    name = resource_name(env.get("KERNEL_USERNAME", ""), kernel_id)
+
+    kernel_env = dict(env)
+    kernel_env["KERNEL_IMAGE"] = image
+    kernel_env.pop("KERNEL_UID", None)
+    kernel_env.pop("KERNEL_GID", None)
+    if uid is not None:
+        kernel_env["KERNEL_UID"] = str(uid)
+    if gid is not None:
+        kernel_env["KERNEL_GID"] = str(gid)
+    if working_dir is None or not options.mirror_working_dirs:
+        kernel_env.pop("KERNEL_WORKING_DIR", None)
+
+    user = None if uid is None else (str(uid) if gid is None else f"{uid}:{gid}")
+    host_network = options.network == "host"
+    return {
+        "kind": kind,
+        "name": name,
+        "image": image,
+        "cmd": list(cmd),
+        "env": kernel_env,
+        "labels": kernel_labels(kernel_id),
+        "user": user,
+        "working_dir": working_dir,
+        "network": options.network,
+        # A container on the host's network has the host's name; docker refuses to set another.
+        "hostname": None if host_network else name,
+        "volumes": [parse_volume(spec) for spec in options.volumes],
+        "nano_cpus": nano_cpus,
+        "memory_bytes": memory_bytes,
+        "placement_constraints": list(getattr(options, "placement_constraints", []))
+        if isinstance(options, DockerSwarmOptions)
+        else [],
+    }
+
+
+def ensure_options(options: Any) -> DockerOptions:
+    """Hooks receive the options core built from ``declare_options``; outside core, use the defaults."""
+    return options if isinstance(options, DockerOptions) else DockerOptions()

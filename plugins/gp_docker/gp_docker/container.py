@@ -1,0 +1,80 @@
+"""The ``docker`` backend: each kernel is one Docker container.
+
+Status comes from one labelled container listing shared by every kernel in the process (see
+:class:`gp_docker._client.SharedListing`); every docker SDK call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from gp_core import Handle, LaunchError, Resources, hookimpl
+
+from . import _client
+from ._kernelspec import docker_kernel_spec
+from ._options import DockerOptions
+from ._spec import render
+
+#: Container states in which the kernel still runs (or is about to).
+ALIVE_STATES = frozenset({"created", "running", "paused", "restarting"})
+
+
+@hookimpl
+def declare_options() -> type[DockerOptions]:
+    return DockerOptions
+
+
+@hookimpl
+def render_resources(
+    kernel_id: str, cmd: list[str], env: dict[str, str], options: DockerOptions, log: logging.Logger
+) -> Resources:
+    return render("container", kernel_id, cmd, env, options, log)
+
+
+@hookimpl
+async def launch(resources: Resources, log: logging.Logger) -> Handle:
+    def undo(handle: Handle) -> None:
+        _client.remove_container(handle, graceful=False, stop_timeout=0, keep=False, log=log)
+
+    handle = await _client.create_in_thread(partial(_client.create_container, resources, log), undo, log)
+    log.debug("Kernel container %s (%s) started", handle["name"], handle["container_id"][:12])
+    return handle
+
+
+@hookimpl
+async def poll(handle: Handle, options: DockerOptions, launching: bool, log: logging.Logger) -> int | None:
+    container_id = handle["container_id"]
+    listing = await _client.CONTAINERS.get(
+        # 90 %: a poller on the interval's beat must not be served the listing its previous poll started
+        max_age=options.status_interval * 0.9,
+        not_before=_client.created_at.get(container_id, float("-inf")),
+    )
+    status = listing.get(container_id)
+    if status is not None and status.state in ALIVE_STATES:
+        return None
+    if launching:
+        raise LaunchError(await asyncio.to_thread(_client.container_failure, handle))
+    if status is None or status.exit_code is None:
+        return 0
+    return status.exit_code
+
+
+@hookimpl
+async def terminate(handle: Handle, options: DockerOptions, force: bool, log: logging.Logger) -> None:
+    await asyncio.to_thread(
+        _client.remove_container,
+        handle,
+        graceful=not force,
+        stop_timeout=options.stop_timeout,
+        keep=not options.remove_container,
+        log=log,
+    )
+
+
+@hookimpl
+def install_spec(app: Any, kernel_spec: dict[str, Any], spec_dir: Path) -> dict[str, Any]:
+    return docker_kernel_spec(app, kernel_spec, spec_dir)
