@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Do ALL set-up on a fresh Debian bookworm machine (or reuse it on a warm one), then run lint + the tests.
+#
+#   bash scripts/test.sh [pytest args]          e.g.  bash scripts/test.sh plugins/gp_ssh -k restart -x
+#
+# Steps: system packages -> .venv + editable installs -> ruff -> dockerd + swarm -> kernel image -> test sshd
+#        -> pytest.  See docs/testing.md.
+# Env knobs: GP_SKIP_LINT=1 (skip ruff), PYTEST_TIMEOUT (per-test timeout, default 300 s), and the
+#            GP_* variables exported below may be pre-set to override their defaults.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+STATE="$ROOT/.ci-state"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+mkdir -p "$STATE"
+T0=$SECONDS
+
+step() { printf '\n==> [%4ds] %s\n' $((SECONDS - T0)) "$*"; }
+fail() { echo "[test.sh] FAILED: $*" >&2; exit 1; }
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export GP_RESPONSE_IP=${GP_RESPONSE_IP:-127.0.0.1}
+export GP_TEST_KERNEL_IMAGE=${GP_TEST_KERNEL_IMAGE:-gp/kernel-py:test}
+export GP_TEST_SSH_DIR=${GP_TEST_SSH_DIR:-$STATE/ssh}
+export GP_TEST_SSH_PORT=${GP_TEST_SSH_PORT:-22222}
+export GP_TEST_PYTHON=${GP_TEST_PYTHON:-$PY}
+export GP_REQUIRED_BACKENDS=${GP_REQUIRED_BACKENDS-docker,docker-swarm,ssh}
+export PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-300}
+RUFF_VERSION=0.17.6   # pinned: lint results must not change under our feet
+
+# ---- clean-up on exit ------------------------------------------------------------------------------------
+SSH_LOCK="$STATE/sshd-users.lock"
+SSH_MARK="$GP_TEST_SSH_DIR/started-by-test"
+tests_ran=0
+pre_kernels=""
+
+kernel_objects() {   # one line per kernel container / service: "<kind> <id>"
+    docker ps -aq --no-trunc --filter label=component=kernel 2>/dev/null | sed 's/^/container /' || true
+    if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ]; then
+        docker service ls -q --filter label=component=kernel 2>/dev/null | sed 's/^/service /' || true
+    fi
+}
+
+cleanup() {
+    local rc=$? leftovers=""
+    set +e
+    # The test sshd is stopped by the last concurrent test run out (shared lock on fd 7), if a test run
+    # started it; an sshd started by hand with scripts/start-sshd.sh is left alone.
+    if { true >&7; } 2>/dev/null; then
+        if flock -x -n 7; then
+            if [ -f "$SSH_MARK" ]; then
+                bash "$ROOT/scripts/start-sshd.sh" --stop
+                rm -f "$SSH_MARK"
+            fi
+        fi
+        exec 7>&-
+    fi
+    # No kernel container or service may outlive the tests (dockerd itself is left running).
+    if [ "$tests_ran" = 1 ]; then
+        for _ in $(seq 1 40); do
+            leftovers=$(comm -13 <(printf '%s\n' "$pre_kernels" | sort) <(kernel_objects | sort) | grep . )
+            [ -z "$leftovers" ] && break
+            sleep 0.5
+        done
+        if [ -n "$leftovers" ]; then
+            echo "[test.sh] FAILED: the tests left kernel containers/services (label component=kernel) behind:" >&2
+            docker ps -a --filter label=component=kernel >&2
+            docker service ls --filter label=component=kernel >&2 2>/dev/null
+            echo "[test.sh] remove them with: bash scripts/stop-backends.sh --kernels" >&2
+            [ "$rc" = 0 ] && rc=1
+        fi
+    fi
+    printf '\n==> [%4ds] done, exit code %s\n' $((SECONDS - T0)) "$rc"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- 1. system packages ----------------------------------------------------------------------------------
+step "system packages"
+bash scripts/setup-system.sh
+
+# ---- 2. python venv --------------------------------------------------------------------------------------
+step "python venv $VENV"
+exec 8>"$STATE/venv.lock"
+flock 8
+if [ -x "$PY" ] && "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "reusing $VENV"
+else
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || fail "python3 -m venv failed (is python3-venv installed?)"
+fi
+projects=("$ROOT")
+for pp in "$ROOT"/plugins/*/pyproject.toml "$ROOT"/tests/example_backend/pyproject.toml; do
+    [ -f "$pp" ] && projects+=("$(dirname "$pp")")
+done
+TEST_DEPS=(pytest pytest-asyncio pytest-timeout ipykernel "ruff==$RUFF_VERSION")
+# The editable installs are redone whenever anything that shapes them changes (the projects' pyproject.toml /
+# setup.* files and top-level python packages, the test deps, the python), or a distribution has gone
+# missing from the venv; otherwise they are skipped (a no-op reinstall costs ~2 s per project).
+# GP_FORCE_INSTALL=1 forces them. The projects' build requirements are installed into the venv and the
+# builds run without isolation (3x faster than isolated builds).
+install_state() {   # prints "<stamp or 'missing'> <build requirements joined by |>"
+    "$PY" - "${TEST_DEPS[*]}" "${projects[@]}" <<'PYEOF'
+import hashlib, importlib.metadata as md, os, sys, tomllib
+deps, dirs = sys.argv[1], sys.argv[2:]
+h = hashlib.sha256(f"{sys.version} {deps}".encode())
+reqs, ok = {"wheel"}, True
+for d in dirs:
+    tops = sorted(n for n in os.listdir(d) if os.path.isfile(os.path.join(d, n, "__init__.py")) or n.endswith(".py"))
+    h.update(f"{d}: {tops}".encode())
+    for f in ("pyproject.toml", "setup.cfg", "setup.py"):
+        if os.path.exists(os.path.join(d, f)):
+            h.update(open(os.path.join(d, f), "rb").read())
+    meta = tomllib.load(open(os.path.join(d, "pyproject.toml"), "rb"))
+    reqs.update(meta.get("build-system", {}).get("requires", ["setuptools>=64"]))
+    try:
+        md.distribution(meta["project"]["name"])
+    except (md.PackageNotFoundError, KeyError):
+        ok = False
+print(h.hexdigest() if ok else "missing", "|".join(sorted(reqs)))
+PYEOF
+}
+STAMP_FILE="$VENV/.gp-install-stamp"
+read -r stamp build_reqs < <(install_state || true) || true
+if [ "${GP_FORCE_INSTALL:-0}" != 1 ] && [ -n "${stamp:-}" ] && [ "$stamp" != missing ] \
+        && [ "$(cat "$STAMP_FILE" 2>/dev/null)" = "$stamp" ]; then
+    echo "editable installs up to date (${#projects[@]} projects; GP_FORCE_INSTALL=1 redoes them)"
+else
+    rm -f "$STAMP_FILE"
+    IFS='|' read -r -a build_reqs_arr <<<"${build_reqs:-setuptools>=64|wheel}"
+    "$PY" -m pip install -q "${build_reqs_arr[@]}" || fail "pip install of the build requirements failed"
+    editables=()
+    for d in "${projects[@]}"; do editables+=(-e "$d"); done
+    echo "pip install ${editables[*]#"$ROOT/"} ${TEST_DEPS[*]}"
+    "$PY" -m pip install -q --no-build-isolation "${editables[@]}" "${TEST_DEPS[@]}" || fail "pip install failed"
+    read -r stamp _ < <(install_state) && [ "$stamp" != missing ] && echo "$stamp" >"$STAMP_FILE"
+fi
+exec 8>&-
+
+# ---- 3. lint ---------------------------------------------------------------------------------------------
+if [ "${GP_SKIP_LINT:-0}" != 1 ]; then
+    step "ruff check + ruff format --check"
+    "$VENV/bin/ruff" check . || fail "ruff check found problems (fix them, or see: .venv/bin/ruff check --fix .)"
+    "$VENV/bin/ruff" format --check . || fail "files need formatting (run: .venv/bin/ruff format .)"
+fi
+
+# ---- 4. docker + swarm -----------------------------------------------------------------------------------
+step "dockerd + swarm"
+bash scripts/start-docker.sh
+
+# ---- 5. kernel image -------------------------------------------------------------------------------------
+step "kernel image $GP_TEST_KERNEL_IMAGE"
+GP_JUPYTER="$VENV/bin/jupyter" bash scripts/build-kernel-image.sh "$GP_TEST_KERNEL_IMAGE"
+
+# ---- 6. test sshd ----------------------------------------------------------------------------------------
+step "test sshd on 127.0.0.{1,2,3}:$GP_TEST_SSH_PORT"
+exec 7>>"$SSH_LOCK"
+flock -s 7
+if ! bash scripts/start-sshd.sh --status; then
+    bash scripts/start-sshd.sh 7>&-
+    touch "$SSH_MARK"
+else
+    bash scripts/start-sshd.sh 7>&-   # already running: verifies the config, restarts it if it changed
+fi
+
+# ---- 7. tests --------------------------------------------------------------------------------------------
+step "pytest $*"
+echo "GP_RESPONSE_IP=$GP_RESPONSE_IP GP_TEST_KERNEL_IMAGE=$GP_TEST_KERNEL_IMAGE GP_TEST_SSH_DIR=$GP_TEST_SSH_DIR"
+echo "GP_TEST_SSH_PORT=$GP_TEST_SSH_PORT GP_TEST_PYTHON=$GP_TEST_PYTHON GP_REQUIRED_BACKENDS=$GP_REQUIRED_BACKENDS"
+pre_kernels=$(kernel_objects)
+tests_ran=1
+set +e
+"$PY" -m pytest "$@" 7>&-
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+    fail "pytest collected no tests (exit code 5): check the test paths/arguments"
+fi
+exit "$rc"
