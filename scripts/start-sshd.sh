@@ -112,6 +112,12 @@ if pid=$(running_pid) && cmp -s "$D/sshd_config.new" "$D/sshd_config"; then
 fi
 stop_sshd   # stale pid file or changed config
 mv "$D/sshd_config.new" "$D/sshd_config"
+for a in "${ADDRS[@]}"; do
+    if (exec 3<>"/dev/tcp/$a/$PORT") 2>/dev/null; then
+        die "$a:$PORT is already in use by another process (a test sshd of another checkout? stop it with" \
+            "its scripts/stop-backends.sh, or choose another port with GP_TEST_SSH_PORT)"
+    fi
+done
 
 mkdir -p /run/sshd   # privilege-separation dir sshd insists on
 chmod 755 /run/sshd
