@@ -23,9 +23,9 @@ from pathlib import Path
 
 os.environ.setdefault("GP_RESPONSE_IP", "127.0.0.1")
 
-from gp_core import hookimpl  # noqa: E402
-from gp_core.plugins import register_backend  # noqa: E402
-from gp_core.testing import execute, kernel_manager, start_kernel, write_kernelspec  # noqa: E402
+from gp_core import hookimpl
+from gp_core.plugins import register_backend
+from gp_core.testing import execute, kernel_manager, start_kernel, write_kernelspec
 
 
 def _write_local_provisioner_spec(directory: Path) -> None:

@@ -29,7 +29,9 @@ async def demo(backend: str, config: dict[str, object], code: str, argv: list[st
         try:
             output, reply = await execute(km, code)
             elapsed = time.perf_counter() - started
-            print(f"[gp] kernel {km.kernel_id} on backend {backend!r}: {reply['status']} after {elapsed:.2f} s")
+            print(
+                f"[gp] kernel {km.kernel_id} on backend {backend!r}: {reply['status']} after {elapsed:.2f} s"
+            )
             print(output, end="" if output.endswith("\n") else "\n")
             return 0 if reply["status"] == "ok" else 1
         finally:

@@ -82,7 +82,7 @@ def declare_options() -> type[BackendOptions] | None:
 @hookspec(firstresult=True)
 def resolve_namespace(
     kernel_id: str, options: BackendOptions | None, env: dict[str, str], log: logging.Logger
-) -> str | None | Awaitable[str | None]:
+) -> str | Awaitable[str | None] | None:
     """Decide where the kernel will live: a Kubernetes namespace, an SSH host, a YARN queue.
 
     Called from ``pre_launch`` after authorization, on every start and restart. May create
@@ -138,7 +138,7 @@ def launch(
 @hookspec(firstresult=True)
 def poll(
     handle: Handle, options: BackendOptions | None, launching: bool, log: logging.Logger
-) -> int | None | Awaitable[int | None]:
+) -> int | Awaitable[int | None] | None:
     """Report whether the kernel still runs.
 
     Called while launching (``launching=True``) once per poll interval, and afterwards whenever
@@ -154,7 +154,7 @@ def poll(
 @hookspec(firstresult=True)
 def terminate(
     handle: Handle, options: BackendOptions | None, restart: bool, force: bool, log: logging.Logger
-) -> None | Awaitable[None]:
+) -> Awaitable[None] | None:
     """Stop the kernel and remove everything ``launch`` created.
 
     Called on ``terminate`` (``force=False``), ``kill`` and failed launches (``force=True``), and from

@@ -78,7 +78,9 @@ def launch(resources: Resources) -> Handle:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(log_path)
-            raise BackendError(f"Could not start the kernel launcher {resources['argv'][0]!r}: {exc}") from exc
+            raise BackendError(
+                f"Could not start the kernel launcher {resources['argv'][0]!r}: {exc}"
+            ) from exc
     _children[process.pid] = process
     return {"pid": process.pid, "pgid": process.pid, "log_path": log_path, "ip": resources["ip"]}
 

@@ -87,7 +87,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     def _check_positive(self, proposal: Any) -> float:
         value = float(proposal["value"])
         if not value > 0:
-            raise TraitError(f"{proposal['trait'].name} must be a positive number of seconds, not {value!r}")
+            raise InvalidOptionError(
+                f"{proposal['trait'].name} must be a positive number of seconds, not {value!r}"
+            )
         return value
 
     def __init__(self, **kwargs: Any) -> None:
@@ -104,8 +106,10 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             )
         self._backend: Backend = get_backend(self.backend)
         self.options = self._backend.make_options(self._backend_values, parent=self)
-        for name in ("port_range", "launch_timeout", "poll_interval"):
-            getattr(self, name)  # resolve env defaults now, so a bad GP_* value fails before launch
+        # Resolve env defaults now (dynamic defaults skip @validate), so a bad GP_* value fails before launch.
+        parse_port_range(self.port_range)
+        for name in ("launch_timeout", "max_launch_timeout", "poll_interval"):
+            self._check_positive({"value": getattr(self, name), "trait": self.traits()[name]})
         self._handle: dict[str, Any] | None = None
         self._report: LaunchReport | None = None
         self._comm_address: tuple[str, int] | None = None
@@ -177,7 +181,10 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             raise
         self._adopt_report(report)
         self.log.info(
-            "Kernel %s started on gp backend %r at %s", self.kernel_id, self.backend, self.connection_info["ip"]
+            "Kernel %s started on gp backend %r at %s",
+            self.kernel_id,
+            self.backend,
+            self.connection_info["ip"],
         )
         return self.connection_info
 
@@ -254,7 +261,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             raise BackendError(f"Kernel {self.kernel_id} has no communication port to signal")
         host, port = self._comm_address
         try:
-            await comm_request(host, port, self.connection_info["key"], "signal", signum=signum, timeout=_COMM_TIMEOUT)
+            await comm_request(
+                host, port, self.connection_info["key"], "signal", signum=signum, timeout=_COMM_TIMEOUT
+            )
         except (OSError, TimeoutError, ProtocolError) as exc:
             if await self.poll() is not None:
                 return  # the kernel is gone: nothing to signal

@@ -54,7 +54,9 @@ class InstallSpecApp(JupyterApp):
     port_range = Unicode("0..0", config=True, help="Ports the kernel may bind, LOW..HIGH (0..0 = any).")
     launch_timeout = Float(30.0, config=True, help="Seconds to wait for the kernel to start.")
     ipykernel_subclass_name = Unicode(
-        DEFAULT_KERNEL_CLASS, config=True, help="The kernel class the launcher runs (IPythonKernel or a subclass)."
+        DEFAULT_KERNEL_CLASS,
+        config=True,
+        help="The kernel class the launcher runs (IPythonKernel or a subclass).",
     )
     python = Unicode(config=True, help="Python that runs the launcher where the kernel lives.")
 
@@ -173,14 +175,25 @@ class InstallSpecApp(JupyterApp):
             "env": {},
             "metadata": {
                 "debugger": True,
-                "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME, "config": self.provisioner_config()},
+                "kernel_provisioner": {
+                    "provisioner_name": PROVISIONER_NAME,
+                    "config": self.provisioner_config(),
+                },
             },
         }
         backend = get_backend(self.backend_name)
         if backend.implements("install_spec"):
-            spec = backend.hook.install_spec(app=self, kernel_spec=spec, spec_dir=spec_dir, log=self.log) or spec
+            spec = (
+                backend.hook.install_spec(app=self, kernel_spec=spec, spec_dir=spec_dir, log=self.log) or spec
+            )
         config = dict(spec["metadata"]["kernel_provisioner"]["config"])
-        for core_option in ("backend", "launch_timeout", "authorized_users", "unauthorized_users", "port_range"):
+        for core_option in (
+            "backend",
+            "launch_timeout",
+            "authorized_users",
+            "unauthorized_users",
+            "port_range",
+        ):
             config.pop(core_option, None)
         backend.make_options(config)  # the spec must pass the same validation as a launch
         return spec
@@ -199,7 +212,9 @@ class InstallSpecApp(JupyterApp):
             spec_dir.mkdir()
             spec = self.build_spec(spec_dir)
             (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
-            installed = ksm.install_kernel_spec(str(spec_dir), self.kernel_name, user=self.user, prefix=prefix)
+            installed = ksm.install_kernel_spec(
+                str(spec_dir), self.kernel_name, user=self.user, prefix=prefix
+            )
         self.log.info("Installed kernelspec %s in %s", self.kernel_name, installed)
         return Path(installed)
 

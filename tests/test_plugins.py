@@ -128,7 +128,9 @@ def test_hook_errors_get_a_note_naming_backend_and_hook():
         with pytest.raises(RuntimeError, match="SDK exploded") as info:
             import asyncio
 
-            asyncio.run(backend.call("launch", kernel_id="k", resources={}, options=None, namespace=None, log=None))
+            asyncio.run(
+                backend.call("launch", kernel_id="k", resources={}, options=None, namespace=None, log=None)
+            )
         assert any("undo-failing" in note and "launch" in note for note in info.value.__notes__)
     finally:
         unregister_backend("undo-failing")

@@ -173,7 +173,11 @@ async def test_kernel_that_dies_during_startup_fails_fast_with_its_log(kernels):
 
 async def test_launch_timeout_removes_the_kernel(kernels, tmp_path):
     pid_file = tmp_path / "pid"
-    argv = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"]
+    argv = [
+        sys.executable,
+        "-c",
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)",
+    ]
     write_kernelspec(kernels, "k", backend="local", argv=argv, config={"launch_timeout": 1.5})
     km = kernel_manager(kernels, "k")
     with pytest.raises(LaunchTimeoutError, match="did not report its connection info within 1.5 s"):
@@ -184,7 +188,9 @@ async def test_launch_timeout_removes_the_kernel(kernels, tmp_path):
 async def test_third_party_backend_runs_a_real_kernel(kernels, tmp_path):
     km = await _started(kernels, backend="example", config={"sandbox_root": str(tmp_path), "greeting": "hi"})
     try:
-        output, _ = await execute(km, "import os; print(os.environ['EXAMPLE_GREETING'], os.path.basename(os.getcwd()))")
+        output, _ = await execute(
+            km, "import os; print(os.environ['EXAMPLE_GREETING'], os.path.basename(os.getcwd()))"
+        )
         assert output == "hi sandbox-gp-tester\n"
     finally:
         await km.shutdown_kernel()
@@ -204,3 +210,32 @@ async def test_terminate_signal_goes_through_the_comm_port(kernels):
 def test_provisioner_is_registered_with_jupyter_client():
     factory = KernelProvisionerFactory.instance()
     assert any(ep.name == "gp-remote-provisioner" for ep in factory._get_all_provisioners())
+
+
+def test_core_option_precedence(monkeypatch):
+    from jupyter_client.kernelspec import KernelSpec
+    from traitlets.config import Config, Configurable
+
+    spec = KernelSpec(argv=["x"], display_name="x", language="python")
+
+    def make(config: Config | None = None, **per_kernel):
+        parent = Configurable(config=config or Config())
+        return GenericRemoteProvisioner(
+            kernel_id="k", kernel_spec=spec, parent=parent, backend="local", **per_kernel
+        )
+
+    assert make().launch_timeout == 30
+    monkeypatch.setenv("GP_LAUNCH_TIMEOUT", "40")
+    assert make().launch_timeout == 40
+    server = Config({"GenericRemoteProvisioner": {"launch_timeout": 50}})
+    assert make(server).launch_timeout == 50
+    assert make(server, launch_timeout=60).launch_timeout == 60
+
+
+def test_bad_env_value_is_named(monkeypatch):
+    from jupyter_client.kernelspec import KernelSpec
+
+    monkeypatch.setenv("GP_PORT_RANGE", "lots")
+    spec = KernelSpec(argv=["x"], display_name="x", language="python")
+    with pytest.raises(InvalidOptionError, match="lots"):
+        GenericRemoteProvisioner(kernel_id="k", kernel_spec=spec, backend="local")

@@ -14,7 +14,12 @@ from gp_core.testing import execute, kernel_manager, start_kernel
 
 def _install(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from gp_core.specapp import LocalSpecApp; LocalSpecApp.launch_instance()", *args],
+        [
+            sys.executable,
+            "-c",
+            "from gp_core.specapp import LocalSpecApp; LocalSpecApp.launch_instance()",
+            *args,
+        ],
         capture_output=True,
         text=True,
     )
@@ -88,7 +93,7 @@ async def test_installed_spec_runs_under_jupyter_client(tmp_path):
     km = kernel_manager(tmp_path / "share/jupyter/kernels", "gp_local")
     await start_kernel(km)
     try:
-        output, reply = await execute(km, "print(40 + 2)")
+        output, _reply = await execute(km, "print(40 + 2)")
         assert output == "42\n"
     finally:
         await km.shutdown_kernel()

@@ -17,7 +17,9 @@ _processes: dict[int, asyncio.subprocess.Process] = {}
 
 
 class ExampleOptions(BackendOptions):
-    sandbox_root = Unicode(config=True, help="Directory holding the per-user sandboxes (env GP_EXAMPLE_ROOT).")
+    sandbox_root = Unicode(
+        config=True, help="Directory holding the per-user sandboxes (env GP_EXAMPLE_ROOT)."
+    )
     greeting = Unicode("hello", config=True, help="Exported to the kernel as EXAMPLE_GREETING.")
 
     _sandbox_root_default = default("sandbox_root")(env_default("GP_EXAMPLE_ROOT", "/tmp/gp-example"))
@@ -35,7 +37,9 @@ def resolve_namespace(env: dict[str, str]) -> str:
 
 
 @hookimpl
-def render_resources(cmd: list[str], env: dict[str, str], options: ExampleOptions, namespace: str) -> dict[str, Any]:
+def render_resources(
+    cmd: list[str], env: dict[str, str], options: ExampleOptions, namespace: str
+) -> dict[str, Any]:
     return {
         "argv": cmd,
         "env": {**os.environ, **env, "EXAMPLE_GREETING": options.greeting, "GP_KERNEL_IP": "127.0.0.1"},
