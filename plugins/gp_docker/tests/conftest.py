@@ -90,7 +90,7 @@ def backend(request: pytest.FixtureRequest, docker_api_or_error: Any) -> str:
     return name
 
 
-def leftovers(api: Any, kernel_ids: set[str]) -> list[str]:
+def find_leftovers(api: Any, kernel_ids: set[str]) -> list[str]:
     """Containers and services still carrying one of ``kernel_ids``."""
     found = []
     for kernel_id in kernel_ids:
@@ -117,6 +117,12 @@ def remove_leftovers(api: Any, kernel_ids: set[str]) -> None:
                 api.remove_container(container["Id"], force=True, v=True)
             except docker.errors.NotFound:
                 pass
+
+
+@pytest.fixture
+def leftovers(docker_api: Any) -> Any:
+    """``leftovers(kernel_ids)``: descriptions of the containers and services those kernels still have."""
+    return lambda kernel_ids: find_leftovers(docker_api, set(kernel_ids))
 
 
 class Kernels:
@@ -171,7 +177,7 @@ async def kernels(tmp_path: Path, backend: str, docker_api_or_error: Any) -> Any
     started = Kernels(tmp_path / "kernels", backend)
     yield started
     await started.shutdown_all()
-    left = leftovers(docker_api_or_error, started.kernel_ids)
+    left = find_leftovers(docker_api_or_error, started.kernel_ids)
     remove_leftovers(docker_api_or_error, started.kernel_ids)
     assert not left, f"resources left behind: {left}"
 

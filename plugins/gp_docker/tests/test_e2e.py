@@ -1,0 +1,165 @@
+"""Both backends end to end: real kernels in containers / swarm services, driven through jupyter_client's
+AsyncKernelManager and gp's GenericRemoteProvisioner.
+
+Every test runs once per backend (``docker``, ``docker-swarm``); the ``kernels`` fixture fails a test
+whose kernels left a container or service behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from gp_docker import _client
+
+from gp_core import BackendError, LaunchError, LaunchTimeoutError
+from gp_core.testing import execute, interrupt_sleep
+
+pytestmark = [pytest.mark.docker]
+
+WHERE_AM_I = (
+    "import os, json, socket; print(json.dumps({'dockerenv': os.path.exists('/.dockerenv'), "
+    "'uid': os.getuid(), 'gid': os.getgid(), 'host': socket.gethostname(), 'env': dict(os.environ)}))"
+)
+
+
+async def test_execute_interrupt_restart_shutdown(kernels, docker_api, leftovers, monkeypatch):
+    monkeypatch.setenv("GP_SERVER_ONLY_SECRET", "must-not-reach-the-kernel")
+    kernels.spec()
+    km = kernels.manager()
+    kernel_id = await kernels.start(km, KERNEL_FOO="bar")
+
+    output, reply = await execute(km, WHERE_AM_I)
+    assert reply["status"] == "ok"
+    seen = json.loads(output)
+    assert seen["dockerenv"], "the code did not run inside a container"
+    assert (seen["uid"], seen["gid"]) == (1000, 100)
+    env = seen["env"]
+    assert env["KERNEL_ID"] == kernel_id and env["KERNEL_FOO"] == "bar"
+    assert env["KERNEL_USERNAME"] == "gp-tester" and env["KERNEL_IMAGE"]
+    assert "GP_SERVER_ONLY_SECRET" not in env
+    first_handle = dict(km.provisioner._handle)
+    assert docker_api.containers(all=True, filters={"label": f"kernel_id={kernel_id}"})
+
+    reply = await interrupt_sleep(km)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    output, _ = await execute(km, "print('still here')")
+    assert output == "still here\n"
+
+    await km.restart_kernel()
+    assert km.provisioner._handle != first_handle  # a new container / service ...
+    output, _ = await execute(km, "print(6 * 7)")
+    assert output == "42\n"
+    running = docker_api.containers(filters={"label": f"kernel_id={kernel_id}", "status": "running"})
+    assert len(running) == 1
+
+    await km.shutdown_kernel()
+    assert not await km.is_alive()
+    # ... and after shutdown nothing of the kernel remains: terminate waits until it is gone.
+    assert leftovers({kernel_id}) == []
+
+
+async def test_a_crashing_kernel_fails_fast_with_exit_code_and_log(kernels, docker_api, leftovers):
+    argv = ["python3", "-c", "import sys; print('gp-crash-marker', file=sys.stderr); sys.exit(3)"]
+    kernels.spec(argv=argv, config={"launch_timeout": 300})
+    km = kernels.manager()
+    with pytest.raises(LaunchError) as failure:
+        await kernels.start(km)
+    message = str(failure.value)
+    assert not isinstance(failure.value, LaunchTimeoutError), "waited for the timeout instead of failing fast"
+    assert "3" in message and "gp-crash-marker" in message
+    assert leftovers(kernels.kernel_ids) == []
+
+
+async def test_a_missing_image_is_a_clear_error(kernels, docker_api, leftovers):
+    kernels.spec(config={"image": "gp/no-such-image:never", "launch_timeout": 300})
+    km = kernels.manager()
+    with pytest.raises(BackendError) as failure:
+        await kernels.start(km)
+    assert not isinstance(failure.value, LaunchTimeoutError)
+    assert "gp/no-such-image:never" in str(failure.value)
+    assert "image" in str(failure.value).lower()
+    assert leftovers(kernels.kernel_ids) == []
+
+
+async def test_launch_timeout_removes_what_was_created(kernels, docker_api, leftovers):
+    kernels.spec(argv=["sleep", "600"], config={"launch_timeout": 3})  # runs, never reports back
+    km = kernels.manager()
+    with pytest.raises(LaunchTimeoutError):
+        await kernels.start(km)
+    assert leftovers(kernels.kernel_ids) == []
+
+
+async def test_ten_launch_terminate_cycles_leave_nothing(kernels, docker_api, leftovers):
+    kernels.spec()
+    for _ in range(10):
+        km = kernels.manager()
+        await kernels.start(km)
+        assert await km.is_alive()
+        await km.shutdown_kernel(now=True)
+    assert len(kernels.kernel_ids) == 10
+    assert leftovers(kernels.kernel_ids) == []
+
+
+async def test_hostile_request_values_are_refused_or_inert(kernels, docker_api, leftovers):
+    kernels.spec()
+    for refused in (
+        {"KERNEL_UID": "00"},
+        {"KERNEL_UID": " 0"},
+        {"KERNEL_UID": "-0"},
+        {"KERNEL_GID": "+0"},
+        {"KERNEL_UID": "root"},
+        {"KERNEL_UID": "1000; rm -rf /"},
+        {"KERNEL_IMAGE": "evil/miner:latest"},
+        {"KERNEL_CPUS_LIMIT": "$(nproc)"},
+    ):
+        km = kernels.manager()
+        with pytest.raises(BackendError):
+            await kernels.start(km, **refused)
+    assert leftovers(kernels.kernel_ids) == []  # refused before anything was created
+
+    hostile = "$(touch /tmp/gp-pwned); `id` && echo ${HOME} '\"\n"
+    km = kernels.manager()
+    kernel_id = await kernels.start(
+        km, KERNEL_USERNAME="Mallory.$(id)", KERNEL_EXTRA=hostile, KERNEL_WORKING_DIR="/etc"
+    )
+    output, _ = await execute(
+        km,
+        "import os, json; print(json.dumps([os.environ.get('KERNEL_USERNAME'), os.environ.get('KERNEL_EXTRA'), "
+        "os.environ.get('KERNEL_WORKING_DIR'), os.getcwd(), os.path.exists('/tmp/gp-pwned')]))",
+    )
+    username, extra, working_dir_env, cwd, pwned = json.loads(output)
+    assert (username, extra) == ("Mallory.$(id)", hostile)
+    assert working_dir_env is None and cwd != "/etc"  # mirroring is off by default
+    assert not pwned
+    name = km.provisioner._handle["name"]
+    assert name == f"mallory-id-{kernel_id}"
+
+
+async def test_status_of_many_kernels_costs_one_list_call_per_round(kernels):
+    kernels.spec()
+    managers = [kernels.manager() for _ in range(3)]
+    for km in managers:
+        await kernels.start(km)
+    listing = _client.CONTAINERS if kernels.backend == "docker" else _client.TASKS
+    for _ in range(3):
+        before = listing.fetches
+        alive = await asyncio.gather(*(km.is_alive() for km in managers))
+        assert alive == [True, True, True]
+        assert listing.fetches - before <= 1
+
+
+async def test_a_kernel_whose_container_dies_is_reported_dead(kernels, docker_api, leftovers):
+    kernels.spec()
+    km = kernels.manager()
+    kernel_id = await kernels.start(km)
+    for container in docker_api.containers(filters={"label": f"kernel_id={kernel_id}"}):
+        docker_api.kill(container["Id"])
+    for _ in range(200):
+        if not await km.is_alive():
+            break
+        await asyncio.sleep(0.1)
+    assert not await km.is_alive()
+    await km.shutdown_kernel(now=True)
+    assert leftovers({kernel_id}) == []
