@@ -438,6 +438,7 @@ def create_kernel_app(args: argparse.Namespace) -> Any:
     import zmq
     from ipykernel.heartbeat import Heartbeat
     from ipykernel.kernelapp import IPKernelApp
+    from traitlets.utils.importstring import import_item
 
     port_range: tuple[int, int] = args.port_range
 
@@ -488,8 +489,12 @@ def create_kernel_app(args: argparse.Namespace) -> Any:
     connection_dir = tempfile.mkdtemp(prefix="gp-kernel-")
     atexit.register(shutil.rmtree, connection_dir, True)
     try:
+        kernel_class = import_item(args.kernel_class_name)
+    except Exception as exc:
+        raise LaunchFailed(f"cannot import --kernel-class-name {args.kernel_class_name!r}: {exc!r}") from exc
+    try:
         app = GPKernelApp.instance(
-            kernel_class=args.kernel_class_name,
+            kernel_class=kernel_class,
             ip=args.ip,
             transport="tcp",
             connection_file=os.path.join(connection_dir, "kernel.json"),
