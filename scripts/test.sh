@@ -66,8 +66,12 @@ cleanup() {
         done
         if [ -n "$leftovers" ]; then
             echo "[test.sh] FAILED: the tests left kernel containers/services (label component=kernel) behind:" >&2
-            docker ps -a --filter label=component=kernel >&2
-            docker service ls --filter label=component=kernel >&2 2>/dev/null
+            while read -r kind id; do
+                case "$kind" in
+                    container) docker ps -a --filter "id=$id" --format '  container {{.ID}} {{.Names}} ({{.Image}}, {{.Status}})' ;;
+                    service) docker service ls --filter "id=$id" --format '  service {{.ID}} {{.Name}} ({{.Image}}, {{.Replicas}})' ;;
+                esac
+            done <<<"$leftovers" >&2
             echo "[test.sh] remove them with: bash scripts/stop-backends.sh --kernels" >&2
             [ "$rc" = 0 ] && rc=1
         fi
