@@ -109,6 +109,7 @@ FROM $BASE
 COPY bin/ /usr/local/bin/
 LABEL gp.kernel-image="python"
 EOF
+old_id=$(docker image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)
 t0=$SECONDS
 # Legacy builder: needs no buildx plugin and no registry for FROM a local image.
 if ! DOCKER_BUILDKIT=0 docker build -q -t "$TAG" "$CTX" >"$STATE/docker-build.log" 2>&1; then
@@ -116,6 +117,10 @@ if ! DOCKER_BUILDKIT=0 docker build -q -t "$TAG" "$CTX" >"$STATE/docker-build.lo
     die "docker build of $TAG failed"
 fi
 log "image $TAG built in $((SECONDS - t0)) s"
+# Drop the previous build of TAG if it is now untagged and unused (fails harmlessly otherwise).
+if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$TAG")" ]; then
+    docker rmi "$old_id" >/dev/null 2>&1 || true
+fi
 
 # ---- verify ----------------------------------------------------------------------------------------------
 docker run --rm --network none "$TAG" python3 -c 'import ipykernel, Cryptodome' \
