@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 IMAGE_LAUNCHER = "/usr/local/bin/kernel-launchers/python/launch_ipykernel.py"
 
 
-def docker_kernel_spec(app: Any, kernel_spec: dict[str, Any], spec_dir: Path) -> dict[str, Any]:
+def docker_kernel_spec(
+    app: Any, kernel_spec: dict[str, Any], spec_dir: Path, log: logging.Logger
+) -> dict[str, Any]:
     """Point argv at the launcher inside the image and record the image (and network) options."""
     shutil.rmtree(spec_dir / "scripts", ignore_errors=True)  # core staged a local launcher: not used here
     python = getattr(app, "python", "") or "python3"
@@ -20,4 +23,6 @@ def docker_kernel_spec(app: Any, kernel_spec: dict[str, Any], spec_dir: Path) ->
         value = getattr(app, attribute, "")
         if value:
             config[option] = value
+    if "image" not in config:
+        log.warning("No --image-name given: these kernels will run the server's GP_IMAGE_NAME image")
     return kernel_spec

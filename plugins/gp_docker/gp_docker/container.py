@@ -76,5 +76,7 @@ async def terminate(handle: Handle, options: DockerOptions, force: bool, log: lo
 
 
 @hookimpl
-def install_spec(app: Any, kernel_spec: dict[str, Any], spec_dir: Path) -> dict[str, Any]:
-    return docker_kernel_spec(app, kernel_spec, spec_dir)
+def install_spec(
+    app: Any, kernel_spec: dict[str, Any], spec_dir: Path, log: logging.Logger
+) -> dict[str, Any]:
+    return docker_kernel_spec(app, kernel_spec, spec_dir, log)
