@@ -1,0 +1,246 @@
+"""The kernel lifecycle on a remote host: render the launch, start it, poll it, stop it.
+
+Every SSH call runs in a worker thread (``asyncio.to_thread``); the event loop only awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from gp_core import BackendError, Handle, LaunchError, Resources
+
+from ._command import (
+    LaunchRequest,
+    find_launcher,
+    kernel_log_path,
+    launch_script,
+    parse_report,
+    poll_script,
+    stop_script,
+    uploaded_launcher_path,
+)
+from ._connections import POOL, CommandResult, SshTarget
+from ._options import SshOptions
+from ._placement import PLACER
+
+#: Kernels launched by this process that no poll has yet seen running after start-up: a forced stop of
+#: one of them is a failed or timed-out launch, whose log is worth keeping.
+_starting: set[str] = set()
+#: Kernels whose launch failed (they died during start-up): their logs are kept.
+_failed: set[str] = set()
+#: Extra seconds a stop script may take beyond its own waits (connection, /proc scans).
+_STOP_SLACK = 10.0
+
+
+def target_for(host: str, options: SshOptions, port: int | None = None, user: str | None = None) -> SshTarget:
+    connect_timeout = options.connect_timeout
+    launch_timeout = getattr(options.parent, "launch_timeout", None)  # the provisioner, when core built us
+    if isinstance(launch_timeout, int | float) and launch_timeout > 0:
+        connect_timeout = min(connect_timeout, float(launch_timeout))
+    return SshTarget(
+        host=host,
+        port=port or options.ssh_port,
+        user=user or options.remote_user,
+        key_file=options.ssh_key_file,
+        known_hosts_file=options.known_hosts_file,
+        host_key_policy=options.host_key_policy,
+        connect_timeout=connect_timeout,
+    )
+
+
+def place(kernel_id: str, options: SshOptions, env: dict[str, str]) -> str:
+    return PLACER.place(
+        kernel_id,
+        options.remote_hosts,
+        options.load_balancing_algorithm,
+        requested=env.get("KERNEL_REMOTE_HOST") or None,
+    )
+
+
+def render(
+    kernel_id: str, cmd: list[str], env: dict[str, str], options: SshOptions, host: str | None
+) -> Resources:
+    """The launch script for ``host`` and where its products go (pure: reads the launcher, writes nothing)."""
+    try:
+        if not host:
+            host = place(kernel_id, options, env)
+        env = {**env, "KERNEL_ID": kernel_id}  # poll and stop recognise the kernel by it
+        log_path = kernel_log_path(options.kernel_log_dir, kernel_id)
+        launcher_index = find_launcher(cmd)
+        upload_path = source = None
+        if launcher_index is not None and options.upload_launcher != "never":
+            local_launcher = Path(cmd[launcher_index])
+            if local_launcher.is_file():
+                source = local_launcher.read_text()
+                upload_path = uploaded_launcher_path(options.kernel_log_dir, kernel_id)
+            elif options.upload_launcher == "always":
+                raise BackendError(
+                    f"upload_launcher is 'always' but the launcher {local_launcher} does not exist on this server"
+                )
+        working_dir = env.get("KERNEL_WORKING_DIR") if options.mirror_working_dirs else None
+        script = launch_script(
+            LaunchRequest(
+                kernel_id=kernel_id,
+                argv=cmd,
+                env=env,
+                log_path=log_path,
+                working_dir=working_dir or None,
+                launcher_index=launcher_index,
+                upload=options.upload_launcher,
+                upload_path=upload_path,
+                launcher_source=source,
+            )
+        )
+    except BaseException:
+        PLACER.release(kernel_id)  # no launch will follow
+        raise
+    return {
+        "kernel_id": kernel_id,
+        "host": host,
+        "port": options.ssh_port,
+        "user": options.remote_user,
+        "log_path": log_path,
+        "upload_path": upload_path,
+        "script": script,
+    }
+
+
+async def _run(target: SshTarget, script: str, timeout: float) -> CommandResult:
+    return await asyncio.to_thread(POOL.run, target, script, timeout)
+
+
+async def launch(kernel_id: str, resources: Resources, options: SshOptions, log: logging.Logger) -> Handle:
+    host = resources["host"]
+    target = target_for(host, options, resources["port"], resources["user"])
+    log.debug("Starting kernel %s on %s", kernel_id, target)
+    command = asyncio.ensure_future(_run(target, resources["script"], options.command_timeout))
+    try:
+        result = await asyncio.shield(command)
+    except asyncio.CancelledError:
+        # The command goes on in its thread: wait for it, and stop whatever it started.
+        with contextlib.suppress(Exception):
+            handle = _handle_from(await command, kernel_id, resources, target)
+            await stop(handle, options, restart=False, force=True, log=log)
+        PLACER.release(kernel_id)
+        raise
+    except BaseException:
+        PLACER.release(kernel_id)
+        raise
+    try:
+        handle = _handle_from(result, kernel_id, resources, target)
+    except BaseException:
+        PLACER.release(kernel_id)
+        raise
+    _failed.discard(kernel_id)
+    _starting.add(kernel_id)
+    log.info(
+        "Kernel %s started on %s as process group %d (log %s:%s)",
+        kernel_id,
+        target,
+        handle["pid"],
+        host,
+        handle["log_path"],
+    )
+    return handle
+
+
+def _handle_from(result: CommandResult, kernel_id: str, resources: Resources, target: SshTarget) -> Handle:
+    values, _ = parse_report(result.stdout)
+    pid = values.get("pid", "")
+    if result.exit_status != 0 or not pid.isdigit():
+        reason = result.stderr.strip() or result.stdout.strip() or f"exit status {result.exit_status}"
+        raise BackendError(f"Could not start kernel {kernel_id} on host {target.host} ({target}): {reason}")
+    return {
+        "kernel_id": kernel_id,
+        "host": target.host,
+        "port": target.port,
+        "user": target.user,
+        "pid": int(pid),
+        "pgid": int(pid),  # setsid: the launcher leads its own process group
+        "log_path": resources["log_path"],
+        "upload_path": resources.get("upload_path"),
+        "ip": target.host,  # core connects to the kernel's ports on this host
+    }
+
+
+async def poll(handle: Handle, options: SshOptions, launching: bool, log: logging.Logger) -> int | None:
+    kernel_id = handle["kernel_id"]
+    if not launching:
+        _starting.discard(kernel_id)
+    target = target_for(handle["host"], options, handle["port"], handle["user"])
+    script = poll_script(handle["pid"], kernel_id, handle["log_path"] if launching else None)
+    try:
+        result = await _run(target, script, options.command_timeout)
+    except BackendError as exc:
+        if launching:  # a hiccup must not fail the launch: the launch timeout still bounds it
+            log.warning("Could not check kernel %s on %s: %s", kernel_id, target, exc)
+            return None
+        raise
+    values, log_tail = parse_report(result.stdout)
+    state = values.get("state")
+    if state == "running":
+        return None
+    if state != "gone":
+        message = f"Unexpected answer checking kernel {kernel_id} on {target}: {result.stderr.strip()}"
+        if launching:
+            log.warning("%s", message)
+            return None
+        raise BackendError(message)
+    if launching:
+        _failed.add(kernel_id)
+        raise LaunchError(
+            f"Kernel {kernel_id} exited during start-up on host {handle['host']}. "
+            f"Last lines of its log ({handle['host']}:{handle['log_path']}):\n{log_tail.strip() or '(empty)'}"
+        )
+    return 0
+
+
+async def stop(handle: Handle, options: SshOptions, restart: bool, force: bool, log: logging.Logger) -> None:
+    """Stop the kernel's process group over SSH and remove its files (see ``keep_kernel_logs``)."""
+    kernel_id = handle["kernel_id"]
+    failed_start = kernel_id in _failed or (force and kernel_id in _starting)
+    keep_log = options.keep_kernel_logs or restart or failed_start
+    remove = [handle["upload_path"]] if handle.get("upload_path") else []
+    if not keep_log:
+        remove.append(handle["log_path"])
+    target = target_for(handle["host"], options, handle["port"], handle["user"])
+    script = stop_script(
+        handle["pgid"], kernel_id, force=force, stop_timeout=options.stop_timeout, remove=remove
+    )
+    try:
+        result = await _run(target, script, options.command_timeout + options.stop_timeout + _STOP_SLACK)
+    finally:
+        # Released even when the host cannot be reached: a kernel we cannot see must not block its host
+        # in least-connection forever.
+        PLACER.release(kernel_id)
+        _starting.discard(kernel_id)
+        _failed.discard(kernel_id)
+    values, _ = parse_report(result.stdout)
+    outcome = values.get("result")
+    if outcome is None:
+        raise BackendError(
+            f"Could not stop kernel {kernel_id} on {target}: "
+            f"{result.stderr.strip() or f'exit status {result.exit_status}'}"
+        )
+    if outcome == "alive":
+        raise BackendError(
+            f"Kernel {kernel_id} (process group {handle['pgid']}) on host {handle['host']} survived SIGKILL"
+        )
+    if outcome == "foreign":
+        log.warning(
+            "Kernel %s is gone from %s; its pid %d now belongs to another process, which was left alone",
+            kernel_id,
+            handle["host"],
+            handle["pid"],
+        )
+    if failed_start and not options.keep_kernel_logs:
+        log.info(
+            "Kept the log of kernel %s, whose launch failed: %s:%s",
+            kernel_id,
+            handle["host"],
+            handle["log_path"],
+        )
+    log.debug("Kernel %s on %s: %s", kernel_id, target, outcome)

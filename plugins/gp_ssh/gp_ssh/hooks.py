@@ -1,0 +1,60 @@
+"""The ``ssh`` backend's hooks: kernels on remote hosts, started over SSH (registered as ``ssh``).
+
+The work lives in the private modules: placement in ``_placement``, the remote shell scripts in
+``_command``, the pooled paramiko connections in ``_connections`` and the lifecycle in ``_remote``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from gp_core import BackendOptions, Handle, Resources, hookimpl
+
+from . import _remote
+from ._options import SshOptions
+
+
+@hookimpl
+def declare_options() -> type[BackendOptions]:
+    return SshOptions
+
+
+@hookimpl
+def resolve_namespace(kernel_id: str, options: SshOptions, env: dict[str, str]) -> str:
+    """The host: the request's KERNEL_REMOTE_HOST (one of remote_hosts), else the load balancer's pick."""
+    return _remote.place(kernel_id, options, env)
+
+
+@hookimpl
+def render_resources(
+    kernel_id: str, cmd: list[str], env: dict[str, str], options: SshOptions, namespace: str | None
+) -> Resources:
+    return _remote.render(kernel_id, cmd, env, options, namespace)
+
+
+@hookimpl
+async def launch(kernel_id: str, resources: Resources, options: SshOptions, log: logging.Logger) -> Handle:
+    return await _remote.launch(kernel_id, resources, options, log)
+
+
+@hookimpl
+async def poll(handle: Handle, options: SshOptions, launching: bool, log: logging.Logger) -> int | None:
+    return await _remote.poll(handle, options, launching, log)
+
+
+@hookimpl
+async def terminate(
+    handle: Handle, options: SshOptions, restart: bool, force: bool, log: logging.Logger
+) -> None:
+    await _remote.stop(handle, options, restart, force, log)
+
+
+@hookimpl
+def install_spec(
+    app: Any, kernel_spec: dict[str, Any], spec_dir: Path, log: logging.Logger
+) -> dict[str, Any]:
+    from .specapp import add_ssh_settings  # the installer's imports are not needed to run kernels
+
+    return add_ssh_settings(app, kernel_spec)
