@@ -18,6 +18,7 @@
 #      GP_REBUILD_BASE=1   force a rebuild of the base image
 set -euo pipefail
 
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"   # sshd, dockerd, debootstrap, chroot live in sbin
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE="$ROOT/.ci-state"
 TAG=${1:-gp/kernel-py:test}

@@ -9,6 +9,7 @@
 #            GP_* variables exported below may be pre-set to override their defaults.
 set -euo pipefail
 
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"   # sshd, dockerd, debootstrap, chroot live in sbin
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 STATE="$ROOT/.ci-state"
