@@ -265,6 +265,7 @@ def create_container(resources: Resources, log: logging.Logger) -> Handle:
         binds=[f"{v['source']}:{v['target']}:{'ro' if v['read_only'] else 'rw'}" for v in volumes] or None,
         nano_cpus=resources["nano_cpus"] or None,
         mem_limit=resources["memory_bytes"] or None,
+        init=resources["init"] or None,
     )
     create_args = {
         "image": resources["image"],
@@ -427,6 +428,7 @@ def create_service(resources: Resources, log: logging.Logger) -> Handle:
         workdir=resources["working_dir"],
         hostname=resources["hostname"],
         mounts=mounts or None,
+        init=resources["init"] or None,
     )
     limits = None
     if resources["nano_cpus"] or resources["memory_bytes"]:

@@ -128,6 +128,12 @@ class DockerOptions(BackendOptions):
         help="Remove the kernel's container when the kernel is shut down; false keeps it stopped, for "
         "post-mortems (env GP_REMOVE_CONTAINER, default true).",
     )
+    init = Bool(
+        True,
+        config=True,
+        help="Run docker's init as the container's PID 1, so SIGTERM reaches the kernel (a PID 1 kernel "
+        "would ignore it) and the kernel's exited children are reaped.",
+    )
     stop_timeout = Float(
         5.0, config=True, help="Seconds a graceful terminate waits after SIGTERM before SIGKILL."
     )

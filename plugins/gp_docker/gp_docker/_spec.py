@@ -205,6 +205,7 @@ def render(
         # A container on the host's network has the host's name; docker refuses to set another.
         "hostname": None if host_network else name,
         "volumes": [parse_volume(spec) for spec in options.volumes],
+        "init": options.init,
         "nano_cpus": nano_cpus,
         "memory_bytes": memory_bytes,
         "placement_constraints": list(getattr(options, "placement_constraints", []))

@@ -163,3 +163,17 @@ async def test_a_kernel_whose_container_dies_is_reported_dead(kernels, docker_ap
     assert not await km.is_alive()
     await km.shutdown_kernel(now=True)
     assert leftovers({kernel_id}) == []
+
+
+@pytest.mark.parametrize("backend", ["docker"], indirect=True)  # a swarm removes its task containers itself
+async def test_graceful_terminate_reaches_the_kernel_through_init(kernels, docker_api, leftovers):
+    kernels.spec(config={"remove_container": False})  # keep the stopped container to read its exit code
+    km = kernels.manager()
+    kernel_id = await kernels.start(km)
+    handle = km.provisioner._handle
+    await km.provisioner.terminate()
+    state = docker_api.inspect_container(handle["container_id"])["State"]
+    docker_api.remove_container(handle["container_id"], force=True)
+    # 143 = SIGTERM: docker's init forwarded it; a PID 1 kernel would have ignored it and been SIGKILLed (137)
+    assert (state["Status"], state["ExitCode"]) == ("exited", 143)
+    assert leftovers({kernel_id}) == []
