@@ -26,8 +26,17 @@ if ! { [ -x "$PY" ] && "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11)
     echo "[demo.sh] creating $VENV" >&2
     python3 -m venv "$VENV" || fail "python3 -m venv failed"
 fi
-echo "[demo.sh] pip install -e . ipykernel" >&2
-"$PY" -m pip install -q -e "$ROOT" ipykernel || fail "pip install failed"
+# Reinstall only when pyproject.toml changed (or gp_core/ipykernel are not importable): a no-op editable
+# reinstall costs ~5 s.
+stamp="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1) $ROOT"
+if [ "$(cat "$VENV/.gp-demo-stamp" 2>/dev/null)" = "$stamp" ] \
+        && "$PY" -c 'import gp_core, ipykernel, sys; sys.exit(not gp_core.__file__.startswith(sys.argv[1]))' "$ROOT/" 2>/dev/null; then
+    echo "[demo.sh] gp-core (editable) and ipykernel already installed" >&2
+else
+    echo "[demo.sh] pip install -e . ipykernel" >&2
+    "$PY" -m pip install -q -e "$ROOT" ipykernel || fail "pip install failed"
+    echo "$stamp" >"$VENV/.gp-demo-stamp"
+fi
 exec 8>&-
 
 exec "$PY" -m gp_core "$@"
