@@ -22,8 +22,12 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: the launcher may meet an older Python than gp itself
+    from collections.abc import Callable
+
+    NamespaceFactory = Callable[[], dict[str, Any]]
 
 PROTOCOL_VERSION = 2
 HKDF_SALT = b"gp-launch-v2"
@@ -343,7 +347,7 @@ class CommServer:
                 conn.settimeout(COMM_READ_TIMEOUT)
                 try:
                     reply, action = self.handle(read_line(conn, MAX_COMM_BYTES))
-                except TimeoutError:
+                except socket.timeout:  # noqa: UP041 (an OSError, not TimeoutError, before Python 3.10)
                     reply = {"ok": False, "error": "timed out reading the request"}
                 conn.sendall(json.dumps(reply).encode("utf-8") + b"\n")
         except OSError:
@@ -545,9 +549,6 @@ def create_dask_namespace() -> dict[str, Any]:
     import dask_yarn
 
     return {"cluster": dask_yarn.YarnCluster.from_current()}
-
-
-NamespaceFactory = Callable[[], dict[str, Any]]
 
 
 def cluster_namespace_plan(args: argparse.Namespace) -> tuple[tuple[str, ...], NamespaceFactory] | None:
