@@ -123,11 +123,11 @@ class SshOptions(BackendOptions):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # Values from GP_* variables are read lazily by traitlets; read them now so a bad one is refused
-        # before anything is created, with a message naming the option.
+        # traitlets reads GP_* defaults lazily and runs @validate only on assignment: assign every value
+        # now, so a bad one is refused before anything is created, with a message naming the option.
         for name in self.option_names():
             try:
-                getattr(self, name)
+                setattr(self, name, getattr(self, name))
             except TraitError as exc:
                 raise InvalidOptionError(f"Invalid option {name!r} for gp backend 'ssh': {exc}") from exc
 
