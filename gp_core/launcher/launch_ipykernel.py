@@ -644,15 +644,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = cluster_namespace_plan(args)
         app = create_kernel_app(args)
-        comm = CommServer(
-            bind_comm_socket(app.ip, args.port_range), app.session.key, spark=args.cluster_type == "spark"
-        )
+        user_ns = app.shell.user_ns if getattr(app, "shell", None) is not None else None
+        spark = args.cluster_type == "spark"
+        if spark:  # before the comm port opens: an interrupt's SIGUSR2 must never meet the default action
+            install_spark_cancel_handler(user_ns if user_ns is not None else {})
+        comm = CommServer(bind_comm_socket(app.ip, args.port_range), app.session.key, spark=spark)
         comm.start()
         info = connection_payload(args, app, comm.port)
         send_payload(args.response_address, seal_payload(args.public_key, args.kernel_id, info))
-        user_ns = app.shell.user_ns if getattr(app, "shell", None) is not None else None
-        if args.cluster_type == "spark" and user_ns is not None:
-            install_spark_cancel_handler(user_ns)
         if plan is not None:
             names, factory = plan
             if user_ns is None:
