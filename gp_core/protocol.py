@@ -250,7 +250,7 @@ async def comm_request(
     op: str,
     *,
     signum: int | None = None,
-    timeout: float = 5.0,  # noqa: ASYNC109 (callers pass one number; asyncio.timeout is applied inside)
+    timeout: float = 5.0,
 ) -> dict[str, Any]:
     """Send one signed request to a launcher's communication port and return its reply.
 
