@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import json
 import socket
@@ -165,7 +166,9 @@ async def test_rejections_are_answered_and_the_listener_keeps_serving(
             reply = await deliver(listener, b"\x16\x03\x01 hello? \xff\xfe")
         elif attack == "tampered":
             envelope = json.loads(good)
-            envelope["ciphertext"] = "A" + envelope["ciphertext"][1:]
+            ciphertext = bytearray(base64.b64decode(envelope["ciphertext"]))
+            ciphertext[0] ^= 0x01
+            envelope["ciphertext"] = base64.b64encode(bytes(ciphertext)).decode()
             reply = await deliver(listener, json.dumps(envelope).encode())
         elif attack == "oversize":
             reply = await deliver(listener, b" " * (MAX_PAYLOAD_BYTES + 1))
