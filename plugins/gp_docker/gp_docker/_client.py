@@ -99,12 +99,13 @@ class SharedListing(Generic[T]):
         self._refresh: asyncio.Future[None] | None = None
         self._refresh_started = float("-inf")
         self._refresh_loop: asyncio.AbstractEventLoop | None = None
+        self._stale_before = float("-inf")  # set by invalidate(), possibly from another thread
         self.fetches = 0  # how many list calls were made (tests and metrics)
 
     async def get(self, max_age: float, not_before: float = float("-inf")) -> dict[str, T]:
         """Entries from a listing started at most ``max_age`` seconds ago and no earlier than
         ``not_before`` (a ``time.monotonic()`` value, e.g. when the caller created its resource)."""
-        oldest = max(time.monotonic() - max_age, not_before)
+        oldest = max(time.monotonic() - max_age, not_before, self._stale_before)
         loop = asyncio.get_running_loop()
         while self._fetched_since < oldest:
             refresh = self._refresh
@@ -132,7 +133,9 @@ class SharedListing(Generic[T]):
         return task
 
     def invalidate(self) -> None:
-        self._fetched_since = float("-inf")
+        """Something changed: the next ``get`` needs a listing started from now on (a refresh already
+        running may predate the change). Thread-safe: it only stores a float."""
+        self._stale_before = time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,49 @@ def _task_status(row: dict[str, Any]) -> TaskStatus:
 
 CONTAINERS: SharedListing[ContainerStatus] = SharedListing(_list_containers)
 TASKS: SharedListing[TaskStatus] = SharedListing(_list_tasks)
+
+
+class EventWatcher:
+    """Makes a kernel's exit visible at the next poll instead of once the listing ages out.
+
+    A daemon thread follows the daemon's event stream for gp's kernel containers (one long-lived
+    request, filtered by the same labels as the listings) and invalidates the listings whenever one
+    starts, dies or is destroyed. Without it (or while reconnecting) the listings still refresh every
+    interval, so events only make status fresher, never required.
+    """
+
+    EVENTS = ("start", "die", "destroy", "oom")
+    RECONNECT_DELAY = 1.0
+
+    def __init__(self, listings: tuple[SharedListing[Any], ...]) -> None:
+        self._listings = listings
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._follow, name="gp-docker-events", daemon=True)
+                self._thread.start()
+
+    def _invalidate(self) -> None:
+        for listing in self._listings:
+            listing.invalidate()
+
+    def _follow(self) -> None:
+        filters = {"type": "container", "label": KERNEL_FILTER["label"], "event": list(self.EVENTS)}
+        while True:
+            try:
+                events = get_api().events(filters=filters, decode=True)
+                self._invalidate()  # whatever happened while this stream was not connected
+                for _event in events:
+                    self._invalidate()
+            except Exception as exc:  # any failure: fall back to interval refreshes, retry later
+                logging.getLogger(__name__).debug("docker event stream interrupted: %s", exc)
+            time.sleep(self.RECONNECT_DELAY)
+
+
+EVENTS = EventWatcher((CONTAINERS, TASKS))
 
 #: When this process created a kernel's container/service (monotonic): a listing older than that cannot
 #: know it, so a poll must not read its absence as "gone".

@@ -48,6 +48,7 @@ async def launch(resources: Resources, log: logging.Logger) -> Handle:
 @hookimpl
 async def poll(handle: Handle, options: DockerOptions, launching: bool, log: logging.Logger) -> int | None:
     container_id = handle["container_id"]
+    _client.EVENTS.ensure_running()
     listing = await _client.CONTAINERS.get(
         # 90 %: a poller on the interval's beat must not be served the listing its previous poll started
         max_age=options.status_interval * 0.9,

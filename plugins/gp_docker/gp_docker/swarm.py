@@ -55,6 +55,7 @@ async def poll(
     handle: Handle, options: DockerSwarmOptions, launching: bool, log: logging.Logger
 ) -> int | None:
     service_id = handle["service_id"]
+    _client.EVENTS.ensure_running()
     listing = await _client.TASKS.get(
         max_age=options.status_interval * 0.9,  # see gp_docker.container.poll
         not_before=_client.created_at.get(service_id, float("-inf")),
