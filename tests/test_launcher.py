@@ -217,13 +217,13 @@ async def raw_comm(port: int, data: bytes, *, close_write: bool = True) -> dict[
         if close_write:
             writer.write_eof()
         raw = await asyncio.wait_for(reader.read(), TIMEOUT)
-    except ConnectionError:  # closed on us before or while we wrote
+    except OSError:  # closed on us before or while we wrote (reset, or ENOTCONN at write_eof)
         raw = b""
     finally:
         writer.close()
         try:
             await writer.wait_closed()
-        except ConnectionError:
+        except OSError:
             pass
     return json.loads(raw) if raw else None
 
