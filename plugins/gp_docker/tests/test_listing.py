@@ -113,3 +113,18 @@ def test_listings_survive_event_loop_changes():
     assert asyncio.run(listing.get(max_age=60)) == {"kernel": 1}
     assert asyncio.run(listing.get(max_age=60)) == {"kernel": 1}  # cached data outlives the loop
     assert asyncio.run(listing.get(max_age=0)) == {"kernel": 2}
+
+
+async def test_invalidate_outdates_even_a_refresh_already_running():
+    """An event (say, a container died) during a refresh: that refresh may not have seen it."""
+    fetch = CountingFetch()
+    listing = SharedListing(fetch)
+    await listing.get(max_age=60)
+    fetch.release.clear()
+    running = asyncio.create_task(listing.get(max_age=0))
+    await asyncio.sleep(0.02)
+    listing.invalidate()  # from the event thread, in real life
+    fetch.release.set()
+    await running
+    assert fetch.started[(await listing.get(max_age=60))["kernel"]] >= fetch.started[2]
+    assert fetch.calls == 3
