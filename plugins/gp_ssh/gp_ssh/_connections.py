@@ -159,9 +159,10 @@ def _exec(channel: paramiko.Channel, script: str, timeout: float, target: SshTar
             stdout += channel.recv(65536)
         while channel.recv_stderr_ready():
             stderr += channel.recv_stderr(65536)
-        # The server sends the exit status after the output, and paramiko handles packets in order, so
-        # once the status is in and the buffers are drained there is nothing more to read.
-        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+        # The exit status is not subject to flow control and may overtake output still held back by the
+        # channel window; EOF (or close) comes only after all output, so wait for both.
+        finished = channel.exit_status_ready() and (channel.eof_received or channel.closed)
+        if finished and not channel.recv_ready() and not channel.recv_stderr_ready():
             break
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -174,6 +175,7 @@ def _exec(channel: paramiko.Channel, script: str, timeout: float, target: SshTar
 
 def _connect(target: SshTarget) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
+    started = time.monotonic()
     try:
         _load_host_keys(client, target)
         client.set_missing_host_key_policy(_policy(target.host_key_policy))
@@ -197,7 +199,8 @@ def _connect(target: SshTarget) -> paramiko.SSHClient:
     except BaseException as exc:
         client.close()
         if isinstance(exc, Exception):
-            raise _connect_error(target, exc) from exc
+            timed_out = time.monotonic() - started >= target.connect_timeout
+            raise _connect_error(target, exc, timed_out) from exc
         raise
     transport = client.get_transport()
     if transport is not None:
@@ -230,7 +233,7 @@ def _policy(name: str) -> paramiko.MissingHostKeyPolicy:
     return paramiko.RejectPolicy()
 
 
-def _connect_error(target: SshTarget, exc: Exception) -> BackendError:
+def _connect_error(target: SshTarget, exc: Exception, timed_out: bool = False) -> BackendError:
     if isinstance(exc, BackendError):
         return exc
     if isinstance(exc, paramiko.BadHostKeyException):
@@ -249,7 +252,9 @@ def _connect_error(target: SshTarget, exc: Exception) -> BackendError:
             f"The host key of {target.host}:{target.port} is unknown: add it to {where} (ssh-keyscan), "
             "or set host_key_policy (GP_SSH_HOST_KEY_POLICY) to warn or auto-add"
         )
-    if isinstance(exc, TimeoutError | socket.timeout):
+    # paramiko gives up on a silent server with odd messages ("No existing session", "Error reading SSH
+    # protocol banner"): whatever it says, running out of time is the story.
+    if timed_out or isinstance(exc, TimeoutError | socket.timeout):
         return SshConnectionError(
             f"Timed out after {target.connect_timeout:g} s connecting to {target} (connect_timeout)"
         )

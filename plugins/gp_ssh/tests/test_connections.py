@@ -1,0 +1,116 @@
+"""The connection pool: reuse, concurrent first use, reconnecting, and clear errors for bad hosts."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from gp_ssh._connections import ConnectionPool, SshConnectionError, SshTarget
+
+
+@pytest.fixture
+def pool() -> Iterator[ConnectionPool]:
+    pool = ConnectionPool()
+    yield pool
+    pool.close_all()
+
+
+def target(sshd: dict[str, Any], host: str = "127.0.0.1", **overrides: Any) -> SshTarget:
+    values = {
+        "host": host,
+        "port": sshd["port"],
+        "user": "root",
+        "key_file": str(sshd["dir"] / "client_key"),
+        "known_hosts_file": str(sshd["dir"] / "known_hosts"),
+        **overrides,
+    }
+    return SshTarget(**values)
+
+
+@pytest.mark.ssh
+def test_commands_share_one_connection(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
+    where = target(sshd, "127.0.0.2")
+    for word in ("one", "two", "three"):
+        result = pool.run(where, f"echo {word}; echo err >&2; exit 3\n", timeout=30)
+        assert (result.exit_status, result.stdout, result.stderr) == (3, f"{word}\n", "err\n")
+    assert pool.handshakes == 1
+
+
+@pytest.mark.ssh
+def test_concurrent_first_use_makes_one_handshake(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
+    where = target(sshd, "127.0.0.3")
+    barrier = threading.Barrier(8)
+    outputs: list[str] = []
+
+    def run(index: int) -> None:
+        barrier.wait()
+        outputs.append(pool.run(where, f"echo {index}\n", timeout=60).stdout.strip())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outputs) == [str(i) for i in range(8)]
+    assert pool.handshakes == 1
+
+
+@pytest.mark.ssh
+def test_a_dead_connection_is_replaced(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
+    where = target(sshd)
+    pool.run(where, "true\n", timeout=30)
+    pool.client(where).get_transport().close()  # type: ignore[union-attr]  # as if the host rebooted
+    assert pool.run(where, "echo back\n", timeout=30).stdout == "back\n"
+    assert pool.handshakes == 2
+
+
+@pytest.mark.ssh
+def test_different_credentials_never_share_a_connection(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
+    pool.run(target(sshd), "true\n", timeout=30)
+    pool.run(target(sshd, host_key_policy="warn"), "true\n", timeout=30)
+    assert pool.handshakes == 2
+
+
+@pytest.mark.ssh
+def test_large_output_on_both_streams(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
+    # More than an SSH window on stderr while stdout is also written: neither stream may stall.
+    script = "i=0; while [ $i -lt 4000 ]; do echo 'line of stderr output, padded to be long' >&2; i=$((i+1)); done; echo done\n"
+    result = pool.run(target(sshd), script, timeout=60)
+    assert result.stdout == "done\n"
+    assert result.stderr.count("\n") == 4000
+
+
+@pytest.mark.ssh
+def test_a_slow_command_times_out(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
+    with pytest.raises(Exception, match="did not finish within 0.5 s"):
+        pool.run(target(sshd), "sleep 5\n", timeout=0.5)
+
+
+def test_nothing_listening(pool: ConnectionPool) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(SshConnectionError, match=rf"Cannot connect to root@127\.0\.0\.1:{port}"):
+        pool.run(SshTarget("127.0.0.1", port, "root"), "true\n", timeout=5)
+    assert pool.handshakes == 0
+
+
+def test_a_host_that_never_speaks_ssh_times_out(pool: ConnectionPool) -> None:
+    with socket.socket() as silent:  # accepts TCP (backlog) but never sends an SSH banner
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        where = SshTarget("127.0.0.1", port, "root", connect_timeout=0.5)
+        with pytest.raises(
+            SshConnectionError, match=rf"Timed out after 0.5 s connecting to root@127\.0\.0\.1:{port}"
+        ):
+            pool.run(where, "true\n", timeout=5)
+
+
+def test_an_unreadable_known_hosts_file_is_reported(pool: ConnectionPool, tmp_path: Any) -> None:
+    where = SshTarget("127.0.0.1", 22, "root", known_hosts_file=str(tmp_path / "missing"))
+    with pytest.raises(SshConnectionError, match="Cannot read the known_hosts file"):
+        pool.run(where, "true\n", timeout=5)
