@@ -34,6 +34,11 @@ LOG_TAIL_CHARS = 4000
 #: How long terminate waits for the daemon to report a kernel's resources gone before giving up.
 GONE_TIMEOUT = 30.0
 
+#: Swarm task states on the way to running, and running itself; every other state is final.
+TASK_ACTIVE_STATES = frozenset(
+    {"new", "allocated", "pending", "assigned", "accepted", "ready", "preparing", "starting", "running"}
+)
+
 _EXIT_CODE = re.compile(r"^Exited \((-?\d+)\)")
 
 _api: docker.APIClient | None = None
@@ -210,17 +215,27 @@ class EventWatcher:
 
     A daemon thread follows the daemon's event stream for gp's kernel containers (one long-lived
     request, filtered by the same labels as the listings) and invalidates the listings whenever one
-    starts, dies or is destroyed. Without it (or while reconnecting) the listings still refresh every
-    interval, so events only make status fresher, never required.
+    starts, dies or is destroyed. It also remembers the exit codes of containers that died, which a
+    swarm task reports only a while later. Without it (or while reconnecting) the listings still
+    refresh every interval, so events only make status fresher, never required.
     """
 
     EVENTS = ("start", "die", "destroy", "oom")
     RECONNECT_DELAY = 1.0
+    MAX_REMEMBERED_EXITS = 1000
 
     def __init__(self, listings: tuple[SharedListing[Any], ...]) -> None:
         self._listings = listings
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._exits: dict[str, int] = {}  # container id -> exit code, for containers seen to die
+
+    def exit_code(self, container_id: str) -> int | None:
+        """The exit code of ``container_id`` if this process saw it die, else None."""
+        return self._exits.get(container_id) if container_id else None
+
+    def forget(self, container_id: str) -> None:
+        self._exits.pop(container_id, None)
 
     def ensure_running(self) -> None:
         with self._lock:
@@ -238,11 +253,26 @@ class EventWatcher:
             try:
                 events = get_api().events(filters=filters, decode=True)
                 self._invalidate()  # whatever happened while this stream was not connected
-                for _event in events:
+                for event in events:
+                    self._remember_exit(event)
                     self._invalidate()
             except Exception as exc:  # any failure: fall back to interval refreshes, retry later
                 logging.getLogger(__name__).debug("docker event stream interrupted: %s", exc)
             time.sleep(self.RECONNECT_DELAY)
+
+    def _remember_exit(self, event: dict[str, Any]) -> None:
+        actor = event.get("Actor") or {}
+        container_id = actor.get("ID") or event.get("id") or ""
+        if event.get("Action") == "die" and container_id:
+            try:
+                code = int((actor.get("Attributes") or {}).get("exitCode", 0))
+            except ValueError:
+                code = 0
+            if len(self._exits) >= self.MAX_REMEMBERED_EXITS:
+                self._exits.pop(next(iter(self._exits)), None)  # oldest first: dicts keep insertion order
+            self._exits[container_id] = code
+        elif event.get("Action") == "start":
+            self._exits.pop(container_id, None)
 
 
 EVENTS = EventWatcher((CONTAINERS, TASKS))
@@ -431,6 +461,7 @@ def remove_container(
         raise BackendError(f"Could not remove kernel container {handle['name']}: {describe(exc)}") from exc
     finally:
         created_at.pop(handle.get("container_id", ""), None)
+        EVENTS.forget(handle.get("container_id", ""))
     if not keep:
         wait_until(lambda: not _container_exists(ref), f"Kernel container {handle['name']}", log)
 
@@ -610,13 +641,23 @@ def remove_service(handle: Handle, graceful: bool, stop_timeout: float, log: log
         raise BackendError(f"Could not remove kernel service {handle['name']}: {describe(exc)}") from exc
     finally:
         created_at.pop(service_id, None)
+        for container_id in local_containers:
+            EVENTS.forget(container_id)
 
     def gone() -> bool:
-        kernel_tasks = api.tasks(filters={"label": f"kernel_id={handle['kernel_id']}"})
-        remaining_tasks = [row for row in kernel_tasks if row.get("ServiceID") == service_id]
+        # The task records outlive their containers (the swarm deletes them lazily), so they only
+        # matter on other nodes, where they are the one sign of whether the kernel still runs.
         remaining_containers = api.containers(
             all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"}
         )
-        return not remaining_tasks and not remaining_containers
+        kernel_tasks = api.tasks(filters={"label": f"kernel_id={handle['kernel_id']}"})
+        running_elsewhere = [
+            row
+            for row in kernel_tasks
+            if row.get("ServiceID") == service_id
+            and row.get("NodeID") != local
+            and (row.get("Status") or {}).get("State") in TASK_ACTIVE_STATES
+        ]
+        return not remaining_containers and not running_elsewhere
 
     wait_until(gone, f"Kernel service {handle['name']}", log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,7 @@ from ._kernelspec import docker_kernel_spec
 from ._options import DockerSwarmOptions
 from ._spec import render
 
-#: Task states on the way to running (and running itself); every other state is final.
-ALIVE_STATES = frozenset(
-    {"new", "allocated", "pending", "assigned", "accepted", "ready", "preparing", "starting", "running"}
-)
+ALIVE_STATES = _client.TASK_ACTIVE_STATES
 #: Services whose scheduling problem was already logged (a pending task's error repeats every poll).
 _reported_pending: set[str] = set()
 
@@ -68,6 +66,10 @@ async def poll(
         if launching:
             raise LaunchError(f"Kernel service {handle['name']} disappeared during start-up")
         return 0
+    exited = _client.EVENTS.exit_code(task.container_id)
+    if task.state in ALIVE_STATES and exited is not None:
+        # Its container died; the swarm will say so a moment later.
+        task = replace(task, state="complete" if exited == 0 else "failed", exit_code=exited)
     if task.state in ALIVE_STATES:
         if task.error and task.state == "pending" and service_id not in _reported_pending:
             _reported_pending.add(service_id)
