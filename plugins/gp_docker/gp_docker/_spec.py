@@ -11,7 +11,6 @@ import os
 import posixpath
 import re
 from fnmatch import fnmatchcase
-from typing import Any
 
 from gp_core import BackendError, Resources
 
@@ -212,8 +211,3 @@ def render(
         if isinstance(options, DockerSwarmOptions)
         else [],
     }
-
-
-def ensure_options(options: Any) -> DockerOptions:
-    """Hooks receive the options core built from ``declare_options``; outside core, use the defaults."""
-    return options if isinstance(options, DockerOptions) else DockerOptions()

@@ -177,3 +177,43 @@ async def test_graceful_terminate_reaches_the_kernel_through_init(kernels, docke
     # 143 = SIGTERM: docker's init forwarded it; a PID 1 kernel would have ignored it and been SIGKILLed (137)
     assert (state["Status"], state["ExitCode"]) == ("exited", 143)
     assert leftovers({kernel_id}) == []
+
+
+@pytest.fixture
+def shared_dir():
+    """A world-readable host directory the kernel (uid 1000) can read through a bind mount."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    directory = Path(tempfile.mkdtemp(prefix="gp-docker-test-"))
+    directory.chmod(0o755)
+    (directory / "hello.txt").write_text("from the host\n")
+    (directory / "hello.txt").chmod(0o644)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_options_reach_the_container(kernels, docker_api, shared_dir):
+    kernels.spec(
+        config={
+            "volumes": [f"{shared_dir}:/data:ro"],
+            "mirror_working_dirs": True,
+            "cpus": 1,
+            "max_cpus": 2,
+            "memory": "256m",
+            "default_uid": "1234",
+            "default_gid": "2345",
+        }
+    )
+    km = kernels.manager()
+    kernel_id = await kernels.start(km, KERNEL_WORKING_DIR="/data", KERNEL_CPUS_LIMIT="1.5")
+    output, _ = await execute(
+        km, "import os; print(open('hello.txt').read().strip(), os.getcwd(), os.getuid(), os.getgid())"
+    )
+    assert output.split() == ["from", "the", "host", "/data", "1234", "2345"]
+    (container,) = docker_api.containers(filters={"label": f"kernel_id={kernel_id}"})
+    host_config = docker_api.inspect_container(container["Id"])["HostConfig"]
+    assert host_config["NetworkMode"] == "host"
+    assert host_config["NanoCpus"] == 1_500_000_000 and host_config["Memory"] == 256 * 2**20
+    assert host_config["Init"] is True
