@@ -396,7 +396,7 @@ def create_container(resources: Resources, log: logging.Logger) -> Handle:
 
 def _remove_stale_container(resources: Resources, log: logging.Logger) -> bool:
     """A container already has the kernel's name: remove it if it is this kernel's (left by a crashed
-    server or a kept container on restart), else report False."""
+    server, or kept by ``remove_container=false``) and return True; refuse if it is anyone else's."""
     api = get_api()
     try:
         labels = api.inspect_container(resources["name"])["Config"].get("Labels") or {}

@@ -75,7 +75,7 @@ def _require_image(api: Any, backend: str) -> None:
         )
 
 
-@pytest.fixture(params=["docker", "docker-swarm"])
+@pytest.fixture(params=["docker", pytest.param("docker-swarm", marks=pytest.mark.swarm)])
 def backend(request: pytest.FixtureRequest, docker_api_or_error: Any) -> str:
     """Each backend in turn, skipped (or failed, when required) if its daemon, swarm or image is missing."""
     name: str = request.param
