@@ -181,7 +181,19 @@ def launch_script(request: LaunchRequest) -> str:
         "fi",
         f"echo {q(f'--- gp-ssh: starting kernel {request.kernel_id}')} >> {log}",
         f'(gp_env; exec "$gp_setsid" "$gp_nohup" {" ".join(argv)}) >> {log} 2>&1 < /dev/null &',
-        'echo "gp-ssh-pid=$!"',
+        "gp_pid=$!",
+        # Report the pid only once it leads its own group (setsid has run), so a stop that follows at
+        # once signals the right group. Gives up when the process died first, or after ~2 s.
+        "gp_i=0",
+        'while [ -d /proc/self ] && [ "$gp_i" -lt 200 ]; do',
+        '    { read -r gp_s < "/proc/$gp_pid/stat"; } 2>/dev/null || break',
+        "    gp_s=${gp_s##*') '}",
+        "    set -- $gp_s",
+        '    [ "$3" = "$gp_pid" ] || [ "$1" = Z ] && break',
+        "    sleep 0.01 2>/dev/null || break",
+        "    gp_i=$((gp_i + 1))",
+        "done",
+        'echo "gp-ssh-pid=$gp_pid"',
     ]
     return "\n".join(lines) + "\n"
 
