@@ -1,0 +1,212 @@
+"""gp-ssh benchmarks against the test sshd, measured side by side in one run (ratios are the result).
+
+1. Start latency, start request -> first execute_reply: gp's ``ssh`` backend vs a bare paramiko exec of
+   ``python -m ipykernel_launcher -f <connection file>`` on the same host; both over an already open SSH
+   connection, runs interleaved so machine noise hits both. Median of N.
+2. Shutdown: how long ``shutdown_kernel()`` takes and whether the kernel's process group is really gone
+   when it returns (the anchor's lingered ~29 s after its shutdown returned).
+3. Poll cost: one ``poll()`` of a running kernel vs the floor, a bare exec of ``true`` on the same connection.
+4. Event-loop stall: the largest lateness of a 5 ms sleep loop while a gp ssh kernel launches and shuts
+   down (the anchor did its SSH work on the loop: 249 ms).
+5. SSH handshakes made over all the launches (connection reuse: one per host).
+
+The sshd's hosts are this machine, so the bare kernel reads the connection file the benchmark wrote.
+Needs the test sshd (``bash scripts/start-sshd.sh``): ``python bench/bench_ssh.py [--runs N] [--host H]``;
+``GP_TEST_SSH_DIR``, ``GP_TEST_SSH_PORT``, ``GP_TEST_PYTHON`` as for the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GP_RESPONSE_IP", "127.0.0.1")
+os.environ.setdefault("GP_RESPONSE_PORT", "0")
+
+import paramiko
+from gp_ssh._connections import POOL, SshTarget
+from gp_ssh._remote import poll as ssh_poll
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.connect import write_connection_file
+
+from gp_core.testing import execute, kernel_env, kernel_manager, launcher_argv, write_kernelspec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Setup:
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.ssh_dir = Path(os.environ.get("GP_TEST_SSH_DIR", ROOT / ".ci-state" / "ssh"))
+        self.port = int(os.environ.get("GP_TEST_SSH_PORT", "22222"))
+        self.python = os.environ.get("GP_TEST_PYTHON") or sys.executable
+        self.work = Path(tempfile.mkdtemp(prefix="gp-bench-ssh-"))
+        self.config = {
+            "remote_hosts": [host],
+            "ssh_port": self.port,
+            "remote_user": "root",
+            "ssh_key_file": str(self.ssh_dir / "client_key"),
+            "known_hosts_file": str(self.ssh_dir / "known_hosts"),
+            "kernel_log_dir": str(self.work / "logs"),
+        }
+        write_kernelspec(
+            self.work / "specs", "gp", backend="ssh", argv=launcher_argv(self.python), config=self.config
+        )
+        self.bare = paramiko.SSHClient()
+        self.bare.load_system_host_keys(str(self.ssh_dir / "known_hosts"))
+        self.bare.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self.bare.connect(
+            host,
+            port=self.port,
+            username="root",
+            key_filename=str(self.ssh_dir / "client_key"),
+            look_for_keys=False,
+            allow_agent=False,
+        )
+
+    def target(self) -> SshTarget:
+        return SshTarget(
+            self.host, self.port, "root", str(self.ssh_dir / "client_key"), str(self.ssh_dir / "known_hosts")
+        )
+
+
+def group_alive(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+async def gp_start(setup: Setup) -> tuple[float, float, bool]:
+    """(start -> first reply, shutdown duration, group gone when shutdown returned)."""
+    km = kernel_manager(setup.work / "specs", "gp")
+    started = time.perf_counter()
+    await km.start_kernel(env=kernel_env())
+    _, reply = await execute(km, "1")
+    assert reply["status"] == "ok"
+    elapsed = time.perf_counter() - started
+    pgid = (await km.provisioner.get_provisioner_info())["handle"]["pgid"]
+    started = time.perf_counter()
+    await km.shutdown_kernel()
+    return elapsed, time.perf_counter() - started, not group_alive(pgid)
+
+
+async def bare_start(setup: Setup) -> float:
+    connection_file = str(setup.work / f"bare-{uuid.uuid4().hex}.json")
+    write_connection_file(connection_file, ip=setup.host, key=uuid.uuid4().hex.encode())
+    command = f"exec {shlex.quote(setup.python)} -m ipykernel_launcher -f {shlex.quote(connection_file)} >/dev/null 2>&1"
+    started = time.perf_counter()
+
+    def run() -> paramiko.Channel:
+        channel = setup.bare.get_transport().open_session()  # type: ignore[union-attr]
+        channel.exec_command(command)
+        return channel
+
+    channel = await asyncio.to_thread(run)
+    client = AsyncKernelClient(connection_file=connection_file)
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        reply = await client.execute_interactive("1", timeout=60, output_hook=lambda msg: None)
+        assert reply["content"]["status"] == "ok"
+        elapsed = time.perf_counter() - started
+        client.shutdown()
+    finally:
+        client.stop_channels()
+    await asyncio.to_thread(channel.recv_exit_status)
+    channel.close()
+    return elapsed
+
+
+async def max_stall(work: Callable[[], Awaitable[Any]]) -> float:
+    """Largest lateness of a 5 ms sleep loop while ``work`` runs."""
+    worst = 0.0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal worst
+        loop = asyncio.get_running_loop()
+        while not done:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            worst = max(worst, loop.time() - before - 0.005)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await work()
+    finally:
+        done = True
+        await task
+    return worst
+
+
+async def bench(runs: int, host: str) -> None:
+    setup = Setup(host)
+    await gp_start(setup)  # warm-up: imports, key pair, listener, SSH login, page cache
+    await bare_start(setup)
+    gp, bare, shutdowns, gone = [], [], [], []
+    for _ in range(runs):
+        elapsed, shutdown, really_gone = await gp_start(setup)
+        gp.append(elapsed)
+        shutdowns.append(shutdown)
+        gone.append(really_gone)
+        bare.append(await bare_start(setup))
+    gp_median, bare_median = statistics.median(gp), statistics.median(bare)
+    print(f"start -> first execute_reply on {host}, median of {runs} (interleaved, warm SSH connections)")
+    print(f"  bare paramiko exec of ipykernel_launcher : {bare_median:.3f} s")
+    print(f"  gp ssh backend                           : {gp_median:.3f} s")
+    print(f"  ratio gp / bare                          : {gp_median / bare_median:.2f}x")
+    print("shutdown_kernel()")
+    print(f"  median duration                          : {statistics.median(shutdowns):.3f} s")
+    print(f"  process group gone when it returned      : {sum(gone)}/{len(gone)}")
+
+    km = kernel_manager(setup.work / "specs", "gp")
+    await km.start_kernel(env=kernel_env())
+    handle = (await km.provisioner.get_provisioner_info())["handle"]
+    options = km.provisioner.options
+    log = logging.getLogger("bench")
+    polls, floors = [], []
+    for _ in range(20):
+        started = time.perf_counter()
+        assert await ssh_poll(handle, options, False, log) is None
+        polls.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        await asyncio.to_thread(POOL.run, setup.target(), "true\n", 30)
+        floors.append(time.perf_counter() - started)
+    await km.shutdown_kernel()
+    print("poll of a running kernel, median of 20")
+    print(f"  bare exec of 'true' on the same connection : {statistics.median(floors) * 1000:.1f} ms")
+    print(f"  gp ssh poll()                              : {statistics.median(polls) * 1000:.1f} ms")
+
+    stall = await max_stall(lambda: gp_start(setup))
+    print(f"largest event-loop stall during one launch + shutdown: {stall * 1000:.1f} ms (anchor: 249 ms)")
+    print(f"SSH handshakes made by gp over all of the above: {POOL.handshakes}")
+    setup.bare.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--host", default="127.0.0.2")
+    args = parser.parse_args()
+    asyncio.run(bench(args.runs, args.host))
+
+
+if __name__ == "__main__":
+    main()
