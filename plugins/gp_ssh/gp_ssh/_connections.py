@@ -5,6 +5,11 @@ per :class:`SshTarget` is kept open with keepalives, so repeated launches, polls
 reuse one TCP connection and SSH handshake; each command is a new channel on it. A per-target lock
 makes concurrent first uses share one handshake. A client whose transport died is replaced; a command
 whose channel cannot be opened on a pooled client is retried once on a fresh connection (nothing ran).
+
+Short scripts (launch, poll) go to one ``sh -s`` kept open per target (:meth:`ConnectionPool.run_quick`):
+every new exec channel makes sshd start the user's login shell, which costs ~100 ms with a heavy
+``.bashrc``; a script on the kept shell costs a fork. Scripts that wait (stopping a kernel) get their own
+channel, so they never hold up the polls of other kernels on that host.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
+import secrets
 import select
 import socket
 import threading
@@ -65,6 +72,7 @@ class ConnectionPool:
     def __init__(self) -> None:
         self._clients: dict[SshTarget, paramiko.SSHClient] = {}
         self._target_locks: dict[SshTarget, threading.Lock] = {}
+        self._shells: dict[SshTarget, _Shell] = {}
         self._lock = threading.Lock()
         #: Handshakes made so far (tests and benchmarks check that connections are reused).
         self.handshakes = 0
@@ -102,6 +110,7 @@ class ConnectionPool:
         with self._lock:
             clients = list(self._clients.values())
             self._clients.clear()
+            self._shells.clear()
         for client in clients:
             client.close()
 
@@ -132,6 +141,81 @@ class ConnectionPool:
             raise BackendError(f"Remote command on {target} failed: {exc}") from exc
         finally:
             channel.close()
+
+    def run_quick(self, target: SshTarget, script: str, timeout: float) -> CommandResult:
+        """Like :meth:`run` with stderr merged into stdout, on a shell kept open on the target.
+
+        For short scripts that do not read stdin (launch, poll); scripts on one target run one at a time.
+        Falls back to :meth:`run` when the shell cannot be opened or has died.
+        """
+        client = self.client(target)
+        with self._lock:
+            shell = self._shells.get(target)
+        if shell is None or shell.client is not client or shell.broken:
+            try:
+                shell = _Shell(client, timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                log.debug("Cannot open a shell on %s (%s); using a channel per command", target, exc)
+                return self.run(target, script, timeout)
+            with self._lock:
+                self._shells[target] = shell
+        try:
+            return shell.run(script, timeout, target)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            log.debug("The shell on %s failed (%s); using a channel per command", target, exc)
+            return self.run(target, script, timeout)
+
+
+class _Shell:
+    """One ``sh -s`` kept running on a host; scripts are fed to it one at a time, each in a subshell."""
+
+    def __init__(self, client: paramiko.SSHClient, timeout: float) -> None:
+        self.client = client
+        self.broken = False
+        self._lock = threading.Lock()
+        self._channel = _open_channel(client, timeout)
+        self._channel.exec_command("sh -s")
+
+    def run(self, script: str, timeout: float, target: SshTarget) -> CommandResult:
+        with self._lock:
+            if self.broken:
+                raise EOFError("shell is closed")
+            try:
+                return self._run(script, timeout, target)
+            except BaseException:
+                # Unknown state (half-read output, a hung command): never reuse it.
+                self.broken = True
+                self._channel.close()
+                raise
+
+    def _run(self, script: str, timeout: float, target: SshTarget) -> CommandResult:
+        end = f"gp-ssh-end-{secrets.token_hex(8)}"
+        # stdin from /dev/null: a command reading stdin would otherwise eat the scripts that follow.
+        self._channel.sendall(
+            f"(\n{script}\n) < /dev/null 2>&1\nprintf '\\n%s %s\\n' {end} \"$?\"\n".encode()
+        )
+        finished = re.compile(rb"\n" + end.encode() + rb" (\d+)\n")
+        output = bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            match = finished.search(output)
+            if match:
+                while self._channel.recv_stderr_ready():  # the shell's own complaints: not ours to keep
+                    self._channel.recv_stderr(65536)
+                return CommandResult(
+                    int(match.group(1)), output[: match.start()].decode(errors="replace"), ""
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BackendError(f"Remote command on {target} did not finish within {timeout:g} s")
+            self._channel.settimeout(remaining)
+            try:
+                chunk = self._channel.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise EOFError("the remote shell exited")
+            output += chunk
 
 
 def _is_alive(client: paramiko.SSHClient) -> bool:

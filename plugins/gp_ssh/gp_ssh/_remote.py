@@ -108,15 +108,15 @@ def render(
     }
 
 
-async def _run(target: SshTarget, script: str, timeout: float) -> CommandResult:
-    return await asyncio.to_thread(POOL.run, target, script, timeout)
+async def _run(target: SshTarget, script: str, timeout: float, quick: bool = False) -> CommandResult:
+    return await asyncio.to_thread(POOL.run_quick if quick else POOL.run, target, script, timeout)
 
 
 async def launch(kernel_id: str, resources: Resources, options: SshOptions, log: logging.Logger) -> Handle:
     host = resources["host"]
     target = target_for(host, options, resources["port"], resources["user"])
     log.debug("Starting kernel %s on %s", kernel_id, target)
-    command = asyncio.ensure_future(_run(target, resources["script"], options.command_timeout))
+    command = asyncio.ensure_future(_run(target, resources["script"], options.command_timeout, quick=True))
     try:
         result = await asyncio.shield(command)
     except asyncio.CancelledError:
@@ -173,7 +173,7 @@ async def poll(handle: Handle, options: SshOptions, launching: bool, log: loggin
     target = target_for(handle["host"], options, handle["port"], handle["user"])
     script = poll_script(handle["pid"], kernel_id, handle["log_path"] if launching else None)
     try:
-        result = await _run(target, script, options.command_timeout)
+        result = await _run(target, script, options.command_timeout, quick=True)
     except BackendError as exc:
         if launching:  # a hiccup must not fail the launch: the launch timeout still bounds it
             log.warning("Could not check kernel %s on %s: %s", kernel_id, target, exc)
@@ -184,7 +184,8 @@ async def poll(handle: Handle, options: SshOptions, launching: bool, log: loggin
     if state == "running":
         return None
     if state != "gone":
-        message = f"Unexpected answer checking kernel {kernel_id} on {target}: {result.stderr.strip()}"
+        answer = (result.stderr or result.stdout).strip()[-500:]
+        message = f"Unexpected answer checking kernel {kernel_id} on {target}: {answer}"
         if launching:
             log.warning("%s", message)
             return None

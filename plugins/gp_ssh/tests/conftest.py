@@ -152,16 +152,19 @@ async def handle_of(km: Any) -> dict[str, Any]:
 @pytest.fixture
 def ssh_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every SSH command fail loudly if it is run on a thread that runs an event loop."""
-    run = POOL.run
 
-    def checked_run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return run(*args, **kwargs)
-        raise AssertionError("an SSH command ran on the event loop")
+    def checked(run: Any) -> Any:
+        def checked_run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return run(*args, **kwargs)
+            raise AssertionError("an SSH command ran on the event loop")
 
-    monkeypatch.setattr(POOL, "run", checked_run)
+        return checked_run
+
+    monkeypatch.setattr(POOL, "run", checked(POOL.run))
+    monkeypatch.setattr(POOL, "run_quick", checked(POOL.run_quick))
 
 
 @pytest.fixture
