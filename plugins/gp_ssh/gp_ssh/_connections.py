@@ -142,28 +142,38 @@ class ConnectionPool:
         finally:
             channel.close()
 
-    def run_quick(self, target: SshTarget, script: str, timeout: float) -> CommandResult:
+    def run_quick(self, target: SshTarget, script: str, timeout: float, *, idempotent: bool) -> CommandResult:
         """Like :meth:`run` with stderr merged into stdout, on a shell kept open on the target.
 
         For short scripts that do not read stdin (launch, poll); scripts on one target run one at a time.
-        Falls back to :meth:`run` when the shell cannot be opened or has died.
+        Falls back to :meth:`run` when the shell cannot be used; once a script was sent, only an
+        ``idempotent`` one is run again (a launch that may have started a kernel is not).
         """
         client = self.client(target)
         with self._lock:
+            target_lock = self._target_locks.setdefault(target, threading.Lock())
+        with target_lock:
             shell = self._shells.get(target)
-        if shell is None or shell.client is not client or shell.broken:
-            try:
-                shell = _Shell(client, timeout)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                log.debug("Cannot open a shell on %s (%s); using a channel per command", target, exc)
-                return self.run(target, script, timeout)
-            with self._lock:
-                self._shells[target] = shell
+            if shell is None or shell.client is not client or shell.broken:
+                try:
+                    shell = self._shells[target] = _Shell(client, timeout)
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    log.debug("Cannot open a shell on %s (%s); using a channel per command", target, exc)
+                    return self.run(target, script, timeout)
         try:
             return shell.run(script, timeout, target)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            log.debug("The shell on %s failed (%s); using a channel per command", target, exc)
+        except _NotSent as exc:
+            log.debug("The shell on %s is gone (%s); using a channel per command", target, exc.__cause__)
             return self.run(target, script, timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if idempotent:
+                log.debug("The shell on %s failed (%s); using a channel per command", target, exc)
+                return self.run(target, script, timeout)
+            raise BackendError(f"Remote command on {target} failed: the connection broke ({exc})") from exc
+
+
+class _NotSent(Exception):
+    """The kept shell was unusable before the script reached it: running it elsewhere is safe."""
 
 
 class _Shell:
@@ -178,22 +188,27 @@ class _Shell:
 
     def run(self, script: str, timeout: float, target: SshTarget) -> CommandResult:
         with self._lock:
-            if self.broken:
-                raise EOFError("shell is closed")
             try:
-                return self._run(script, timeout, target)
+                if self.broken or self._channel.closed or self._channel.eof_received:
+                    raise EOFError("the remote shell exited")
+                end = f"gp-ssh-end-{secrets.token_hex(8)}"
+                # stdin from /dev/null: a command reading stdin would otherwise eat the scripts that follow.
+                wrapped = f"(\n{script}\n) < /dev/null 2>&1\nprintf '\\n%s %s\\n' {end} \"$?\"\n"
+                self._channel.sendall(wrapped.encode())
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                self._close()
+                raise _NotSent() from exc
+            try:
+                return self._read_until(end, timeout, target)
             except BaseException:
-                # Unknown state (half-read output, a hung command): never reuse it.
-                self.broken = True
-                self._channel.close()
+                self._close()  # unknown state (half-read output, a hung command): never reused
                 raise
 
-    def _run(self, script: str, timeout: float, target: SshTarget) -> CommandResult:
-        end = f"gp-ssh-end-{secrets.token_hex(8)}"
-        # stdin from /dev/null: a command reading stdin would otherwise eat the scripts that follow.
-        self._channel.sendall(
-            f"(\n{script}\n) < /dev/null 2>&1\nprintf '\\n%s %s\\n' {end} \"$?\"\n".encode()
-        )
+    def _close(self) -> None:
+        self.broken = True
+        self._channel.close()
+
+    def _read_until(self, end: str, timeout: float, target: SshTarget) -> CommandResult:
         finished = re.compile(rb"\n" + end.encode() + rb" (\d+)\n")
         output = bytearray()
         deadline = time.monotonic() + timeout

@@ -108,15 +108,23 @@ def render(
     }
 
 
-async def _run(target: SshTarget, script: str, timeout: float, quick: bool = False) -> CommandResult:
-    return await asyncio.to_thread(POOL.run_quick if quick else POOL.run, target, script, timeout)
+async def _run(target: SshTarget, script: str, timeout: float) -> CommandResult:
+    """Run ``script`` on its own channel (for scripts that wait, like stopping a kernel)."""
+    return await asyncio.to_thread(POOL.run, target, script, timeout)
+
+
+async def _run_quick(target: SshTarget, script: str, timeout: float, *, idempotent: bool) -> CommandResult:
+    """Run a short ``script`` on the shell kept open on the host (see ``ConnectionPool.run_quick``)."""
+    return await asyncio.to_thread(POOL.run_quick, target, script, timeout, idempotent=idempotent)
 
 
 async def launch(kernel_id: str, resources: Resources, options: SshOptions, log: logging.Logger) -> Handle:
     host = resources["host"]
     target = target_for(host, options, resources["port"], resources["user"])
     log.debug("Starting kernel %s on %s", kernel_id, target)
-    command = asyncio.ensure_future(_run(target, resources["script"], options.command_timeout, quick=True))
+    command = asyncio.ensure_future(
+        _run_quick(target, resources["script"], options.command_timeout, idempotent=False)
+    )
     try:
         result = await asyncio.shield(command)
     except asyncio.CancelledError:
@@ -173,7 +181,7 @@ async def poll(handle: Handle, options: SshOptions, launching: bool, log: loggin
     target = target_for(handle["host"], options, handle["port"], handle["user"])
     script = poll_script(handle["pid"], kernel_id, handle["log_path"] if launching else None)
     try:
-        result = await _run(target, script, options.command_timeout, quick=True)
+        result = await _run_quick(target, script, options.command_timeout, idempotent=True)
     except BackendError as exc:
         if launching:  # a hiccup must not fail the launch: the launch timeout still bounds it
             log.warning("Could not check kernel %s on %s: %s", kernel_id, target, exc)

@@ -119,10 +119,12 @@ def test_an_unreadable_known_hosts_file_is_reported(pool: ConnectionPool, tmp_pa
 @pytest.mark.ssh
 def test_quick_commands_share_one_shell(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
     where = target(sshd, "127.0.0.2")
-    first = pool.run_quick(where, "echo $$; exit 4", timeout=30)
+    first = pool.run_quick(where, "echo $$; exit 4", timeout=30, idempotent=True)
     assert first.exit_status == 4
     for _ in range(3):  # the same shell ($$ in a subshell is its pid) answers, and `exit` did not end it
-        result = pool.run_quick(where, "echo $$; echo to-stderr >&2; printf no-newline", timeout=30)
+        result = pool.run_quick(
+            where, "echo $$; echo to-stderr >&2; printf no-newline", timeout=30, idempotent=True
+        )
         assert result.stdout.splitlines() == [first.stdout.strip(), "to-stderr", "no-newline"]
     assert pool.handshakes == 1
 
@@ -130,8 +132,11 @@ def test_quick_commands_share_one_shell(pool: ConnectionPool, sshd: dict[str, An
 @pytest.mark.ssh
 def test_a_quick_command_cannot_eat_the_next_one(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
     where = target(sshd)
-    assert pool.run_quick(where, "cat; echo read-nothing", timeout=30).stdout == "read-nothing\n"
-    assert pool.run_quick(where, "echo still-here", timeout=30).stdout == "still-here\n"
+    assert (
+        pool.run_quick(where, "cat; echo read-nothing", timeout=30, idempotent=True).stdout
+        == "read-nothing\n"
+    )
+    assert pool.run_quick(where, "echo still-here", timeout=30, idempotent=True).stdout == "still-here\n"
 
 
 @pytest.mark.ssh
@@ -140,16 +145,28 @@ def test_a_hung_quick_command_times_out_and_the_shell_is_replaced(
 ) -> None:
     where = target(sshd)
     with pytest.raises(Exception, match="did not finish within 0.5 s"):
-        pool.run_quick(where, "sleep 5", timeout=0.5)
-    assert pool.run_quick(where, "echo fresh", timeout=30).stdout == "fresh\n"
+        pool.run_quick(where, "sleep 5", timeout=0.5, idempotent=True)
+    assert pool.run_quick(where, "echo fresh", timeout=30, idempotent=True).stdout == "fresh\n"
 
 
 @pytest.mark.ssh
 def test_a_dead_shell_falls_back_to_a_channel(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
     where = target(sshd)
-    pool.run_quick(where, "true", timeout=30)
-    shell_pid = pool.run_quick(where, "echo $$", timeout=30).stdout.strip()
+    pool.run_quick(where, "true", timeout=30, idempotent=True)
+    shell_pid = pool.run_quick(where, "echo $$", timeout=30, idempotent=True).stdout.strip()
     pool.run(where, f"kill -s KILL {shell_pid}\n", timeout=30)  # the kept shell dies under us
-    assert pool.run_quick(where, "echo answered", timeout=30).stdout == "answered\n"
-    assert pool.run_quick(where, "echo again", timeout=30).stdout == "again\n"
+    assert pool.run_quick(where, "echo answered", timeout=30, idempotent=True).stdout == "answered\n"
+    assert pool.run_quick(where, "echo again", timeout=30, idempotent=True).stdout == "again\n"
     assert pool.handshakes == 1
+
+
+@pytest.mark.ssh
+def test_a_launch_is_never_run_twice(pool: ConnectionPool, sshd: dict[str, Any], tmp_path: Any) -> None:
+    # The shell dies after the script reached it: it may have done its work, so it is not repeated.
+    where = target(sshd)
+    counter = tmp_path / "runs"
+    script = f"echo run >> {counter}; kill -s KILL $$"
+    with pytest.raises(Exception, match="connection broke"):
+        pool.run_quick(where, script, timeout=30, idempotent=False)
+    assert counter.read_text() == "run\n"
+    assert pool.run_quick(where, "echo next", timeout=30, idempotent=False).stdout == "next\n"
