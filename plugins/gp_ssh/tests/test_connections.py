@@ -170,3 +170,27 @@ def test_a_launch_is_never_run_twice(pool: ConnectionPool, sshd: dict[str, Any],
         pool.run_quick(where, script, timeout=30, idempotent=False)
     assert counter.read_text() == "run\n"
     assert pool.run_quick(where, "echo next", timeout=30, idempotent=False).stdout == "next\n"
+
+
+def test_the_password_comes_from_the_environment_and_is_never_shown(
+    pool: ConnectionPool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import paramiko
+
+    secret = "s3cr3t-pa55word"
+    monkeypatch.setenv("GP_REMOTE_PWD", secret)
+    seen: dict[str, Any] = {}
+
+    def refuse(self: Any, hostname: str, **kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise paramiko.AuthenticationException("Authentication failed.")
+
+    monkeypatch.setattr(paramiko.SSHClient, "connect", refuse)
+    caplog.set_level("DEBUG")
+    with pytest.raises(SshConnectionError) as refused:
+        pool.run(SshTarget("127.0.0.1", 22, "alice"), "true\n", timeout=5)
+    assert seen["password"] == secret
+    assert seen["username"] == "alice"
+    assert "password from GP_REMOTE_PWD" in str(refused.value)
+    assert secret not in str(refused.value)
+    assert secret not in caplog.text
