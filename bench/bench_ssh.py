@@ -10,8 +10,14 @@
    down (the anchor did its SSH work on the loop: 249 ms).
 5. SSH handshakes made over all the launches (connection reuse: one per host).
 
+6. Optionally (``--anchor-python``): gateway_provisioners 0.5.0's DistributedProvisioner, from a separate
+   venv (``python -m venv V && V/bin/pip install gateway_provisioners==0.5.0 ipykernel``), same host,
+   same sshd: start -> first reply and how long its kernel outlives ``shutdown_kernel()``. It logs in with
+   ``~/.ssh`` keys only, so it runs with HOME pointing at a temporary copy of the test key and known_hosts.
+
 The sshd's hosts are this machine, so the bare kernel reads the connection file the benchmark wrote.
-Needs the test sshd (``bash scripts/start-sshd.sh``): ``python bench/bench_ssh.py [--runs N] [--host H]``;
+Needs the test sshd (``bash scripts/start-sshd.sh``):
+``python bench/bench_ssh.py [--runs N] [--host H] [--anchor-python V/bin/python]``;
 ``GP_TEST_SSH_DIR``, ``GP_TEST_SSH_PORT``, ``GP_TEST_PYTHON`` as for the tests.
 """
 
@@ -19,10 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shlex
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,7 +166,7 @@ async def max_stall(work: Callable[[], Awaitable[Any]]) -> float:
     return worst
 
 
-async def bench(runs: int, host: str) -> None:
+async def bench(runs: int, host: str, anchor_python: str | None) -> None:
     setup = Setup(host)
     await gp_start(setup)  # warm-up: imports, key pair, listener, SSH login, page cache
     await bare_start(setup)
@@ -198,14 +208,101 @@ async def bench(runs: int, host: str) -> None:
     print(f"largest event-loop stall during one launch + shutdown: {stall * 1000:.1f} ms (anchor: 249 ms)")
     print(f"SSH handshakes made by gp over all of the above: {POOL.handshakes}")
     setup.bare.close()
+    if anchor_python:
+        await asyncio.to_thread(bench_anchor, setup, anchor_python, runs)
+
+
+# Runs inside the anchor's venv: python -c ANCHOR_RUNNER HOST PORT RUNS. Prints one JSON line of results.
+ANCHOR_RUNNER = r"""
+import asyncio, json, os, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+
+host, port, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+prefix = Path(tempfile.mkdtemp())
+# The anchor's installer assembles its launcher (server_listener.py is a stub until then).
+subprocess.run([str(Path(sys.executable).parent / "jupyter-ssh-spec"), "install", f"--prefix={prefix}",
+                f"--remote-hosts={host}", "--kernel-name=anchor"], check=True, capture_output=True)
+specs = prefix / "share/jupyter/kernels"
+spec_file = specs / "anchor" / "kernel.json"
+spec = json.loads(spec_file.read_text())
+spec["argv"][0] = sys.executable  # over SSH the PATH is minimal
+spec["metadata"]["kernel_provisioner"]["config"]["launch_timeout"] = 60
+spec_file.write_text(json.dumps(spec))
+
+def alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+async def once():
+    km = AsyncKernelManager(kernel_name="anchor", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)]))
+    started = time.perf_counter()
+    await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "gp-bench"})
+    client = km.client()
+    client.start_channels()
+    await client.wait_for_ready(timeout=60)
+    reply = await client.execute_interactive("1", timeout=60, output_hook=lambda msg: None)
+    assert reply["content"]["status"] == "ok"
+    elapsed = time.perf_counter() - started
+    client.stop_channels()
+    pid = int(km.provisioner.pid)
+    await km.shutdown_kernel()
+    returned = time.perf_counter()
+    while alive(pid) and time.perf_counter() - returned < 60:
+        await asyncio.sleep(0.05)
+    return elapsed, time.perf_counter() - returned
+
+async def main():
+    await once()
+    results = [await once() for _ in range(runs)]
+    print(json.dumps({"start": statistics.median(r[0] for r in results),
+                      "lingers": statistics.median(r[1] for r in results)}))
+
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_anchor(setup: Setup, anchor_python: str, runs: int) -> None:
+    home = setup.work / "anchor-home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(setup.ssh_dir / "client_key", home / ".ssh" / "id_ed25519")
+    shutil.copy(setup.ssh_dir / "known_hosts", home / ".ssh" / "known_hosts")
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "GP_SSH_PORT": str(setup.port),
+        "GP_REMOTE_USER": "root",
+        "GP_RESPONSE_IP": "127.0.0.1",
+        "GP_RESPONSE_PORT": str(free_port()),  # the anchor cannot advertise a port it let the OS pick
+        "GP_KERNEL_LOG_DIR": str(setup.work),
+    }
+    command = [anchor_python, "-c", ANCHOR_RUNNER, setup.host, str(setup.port), str(runs)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        print(f"anchor run failed:\n{result.stderr[-3000:]}")
+        return
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"gateway_provisioners 0.5.0 DistributedProvisioner on {setup.host}, median of {runs}")
+    print(f"  start -> first execute_reply             : {figures['start']:.3f} s")
+    print(f"  kernel still alive after shutdown returned: {figures['lingers']:.2f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--host", default="127.0.0.2")
+    parser.add_argument("--anchor-python", help="python of a venv with gateway_provisioners 0.5.0")
     args = parser.parse_args()
-    asyncio.run(bench(args.runs, args.host))
+    asyncio.run(bench(args.runs, args.host, args.anchor_python))
 
 
 if __name__ == "__main__":
