@@ -9,15 +9,28 @@
 4. Event-loop stall: the largest lateness of a 5 ms sleep loop while one gp docker kernel launches and
    shuts down (every docker SDK call runs in a worker thread).
 
+With ``--anchor-python`` (a venv made with ``python -m venv V && V/bin/pip install gateway_provisioners==0.5.0
+docker``), gateway_provisioners 0.5.0's DockerProvisioner runs in row 1 too, interleaved with the others:
+a long-lived runner process in that venv starts one kernel per request, on the same dockerd and base image
+(``gp/kernel-py-base`` + the anchor's own launchers and ``bootstrap-kernel.sh``, built here as
+``gp/kernel-py-anchor:bench``), with host networking. Two anchor bugs are worked around so it can run at
+all, neither on its timed path: its ``launch_docker.py`` reads ``DOCKER_NETWORK`` (not the
+``GP_DOCKER_NETWORK`` it documents), and with host networking it finds an empty kernel IP, replaced by
+127.0.0.1. Its entrypoint runs under a ``bash -c`` so the kernel's parent is not PID 1 (ipykernel 7 exits
+at once when it is).
+
 Needs dockerd (a swarm manager for the swarm rows) and the kernel image:
-``python bench/bench_docker.py [--runs N] [--image gp/kernel-py:test] [--no-swarm]``.
+``python bench/bench_docker.py [--runs N] [--image gp/kernel-py:test] [--no-swarm] [--anchor-python V/bin/python]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -102,7 +115,134 @@ async def bare_start(image: str, workdir: Path) -> tuple[float, float]:
     return latency, shutdown
 
 
-async def bench_start(runs: int, image: str, backends: list[str], api: docker.APIClient) -> None:
+ANCHOR_IMAGE = "gp/kernel-py-anchor:bench"
+
+# Runs in the anchor's venv: one kernel per line read from stdin, one JSON line of figures printed per kernel.
+ANCHOR_RUNNER = r"""
+import asyncio, json, os, sys, time
+import docker
+from gateway_provisioners import docker_swarm
+from jupyter_client import AsyncKernelManager
+from jupyter_client.kernelspec import KernelSpecManager
+
+kernels = sys.argv[1]
+status = docker_swarm.DockerProvisioner.get_container_status
+
+def get_container_status(self, iteration):
+    result = status(self, iteration)
+    if self.assigned_ip == "":  # host networking: the anchor finds no IP (its bug); the kernel is local
+        self.assigned_ip = "127.0.0.1"
+    return result
+
+docker_swarm.DockerProvisioner.get_container_status = get_container_status
+api = docker.from_env().api
+
+async def once():
+    km = AsyncKernelManager(kernel_name="anchor", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels]))
+    started = time.perf_counter()
+    await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "gp-bench"})
+    client = km.client()
+    client.start_channels()
+    await client.wait_for_ready(timeout=60)
+    reply = await client.execute_interactive("1", timeout=60, output_hook=lambda msg: None)
+    assert reply["content"]["status"] == "ok"
+    latency = time.perf_counter() - started
+    client.stop_channels()
+    stopping = time.perf_counter()
+    await km.shutdown_kernel()
+    shutdown = time.perf_counter() - stopping
+    left = len(api.containers(all=True, filters={"label": f"kernel_id={km.kernel_id}"}))
+    return [latency, shutdown, left]
+
+async def main():
+    while await asyncio.to_thread(sys.stdin.readline):
+        print(json.dumps(await once()), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class AnchorRunner:
+    """gateway_provisioners 0.5.0's DockerProvisioner in its own venv, driven one kernel at a time."""
+
+    def __init__(self, anchor_python: str, base_image: str, workdir: Path) -> None:
+        self.python = anchor_python
+        package = subprocess.run(
+            [anchor_python, "-c", "import gateway_provisioners, os; print(os.path.dirname(gateway_provisioners.__file__))"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        _build_anchor_image(Path(package), base_image, workdir / "anchor-image")
+        jupyter = str(Path(anchor_python).with_name("jupyter"))
+        subprocess.run(
+            [jupyter, "docker-spec", "install", f"--image-name={ANCHOR_IMAGE}", "--kernel-name=anchor",
+             f"--prefix={workdir / 'anchor-prefix'}"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        kernels = workdir / "anchor-prefix" / "share" / "jupyter" / "kernels"
+        env = {
+            **os.environ,
+            "PATH": f"{Path(anchor_python).parent}:{os.environ.get('PATH', '')}",  # its argv runs "python"
+            "GP_DOCKER_NETWORK": "host",
+            "DOCKER_NETWORK": "host",  # what its launch_docker.py really reads
+            "GP_RESPONSE_IP": "127.0.0.1",
+            "GP_RESPONSE_PORT": str(_free_port()),  # it cannot advertise a port the OS picked
+        }
+        self.proc = subprocess.Popen(
+            [anchor_python, "-c", ANCHOR_RUNNER, str(kernels)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(workdir / "anchor.log", "w"),
+            text=True, env=env,
+        )  # fmt: skip
+        self.log = workdir / "anchor.log"
+
+    def _once(self) -> tuple[float, float, int]:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the anchor runner died:\n{self.log.read_text()[-3000:]}")
+        latency, shutdown, left = json.loads(line)
+        return latency, shutdown, left
+
+    async def start(self) -> tuple[float, float, int]:
+        return await asyncio.to_thread(self._once)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def _build_anchor_image(package: Path, base_image: str, context: Path) -> None:
+    """The same base image as gp's, with the anchor's launchers and entrypoint instead of gp's."""
+    launchers = package / "kernel-launchers"
+    python_launcher = context / "kernel-launchers" / "python"
+    shutil.copytree(launchers / "python", python_launcher, ignore=shutil.ignore_patterns("__pycache__"))
+    # the anchor's "assembly" step (what its image-bootstrap does): the real listener replaces a placeholder
+    shutil.copy(launchers / "shared" / "scripts" / "server_listener.py", python_launcher / "scripts")
+    shutil.copy(launchers / "bootstrap" / "bootstrap-kernel.sh", context / "bootstrap-kernel.sh")
+    (context / "Dockerfile").write_text(
+        f"FROM {base_image}\n"
+        "COPY kernel-launchers/ /usr/local/bin/kernel-launchers/\n"
+        "COPY bootstrap-kernel.sh /usr/local/bin/bootstrap-kernel.sh\n"
+        "RUN chmod -R a+rX /usr/local/bin && chmod a+x /usr/local/bin/bootstrap-kernel.sh\n"
+        "ENV KERNEL_LAUNCHERS_DIR=/usr/local/bin/kernel-launchers\n"
+        # Not PID 1's child: ipykernel >= 7 exits at once when its parent is PID 1 (the anchor predates that)
+        'CMD ["/bin/bash", "-c", "/usr/local/bin/bootstrap-kernel.sh; exit $?"]\n'
+    )
+    build = ["docker", "build", "-q", "-t", ANCHOR_IMAGE, str(context)]
+    subprocess.run(build, check=True, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+
+
+async def bench_start(
+    runs: int, image: str, backends: list[str], api: docker.APIClient, anchor_python: str | None
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         kernels, workdir = Path(tmp) / "kernels", Path(tmp) / "conn"
         workdir.mkdir()
@@ -114,14 +254,27 @@ async def bench_start(runs: int, image: str, backends: list[str], api: docker.AP
                 argv=LAUNCHER_ARGV,
                 config={"image": image, "network": "host"},
             )
-        for backend in backends:  # warm-up: imports, key pair, listener, page cache
-            await gp_start(kernels, backend, api)
-        await bare_start(image, workdir)
-        results: dict[str, list[tuple[float, ...]]] = {name: [] for name in ["bare", *backends]}
-        for _ in range(runs):
-            results["bare"].append(await bare_start(image, workdir))
-            for backend in backends:
-                results[backend].append(await gp_start(kernels, backend, api))
+        anchor = None
+        if anchor_python:
+            base = os.environ.get("GP_KERNEL_BASE_IMAGE", "gp/kernel-py-base:bookworm")  # gp's image's base
+            anchor = AnchorRunner(anchor_python, base, Path(tmp))
+        try:
+            for backend in backends:  # warm-up: imports, key pair, listener, page cache
+                await gp_start(kernels, backend, api)
+            await bare_start(image, workdir)
+            if anchor:
+                await anchor.start()
+            names = ["bare", *backends, *(["anchor"] if anchor else [])]
+            results: dict[str, list[tuple[float, ...]]] = {name: [] for name in names}
+            for _ in range(runs):
+                results["bare"].append(await bare_start(image, workdir))
+                for backend in backends:
+                    results[backend].append(await gp_start(kernels, backend, api))
+                if anchor:
+                    results["anchor"].append(await anchor.start())
+        finally:
+            if anchor:
+                anchor.close()
 
     bare_start_median = statistics.median(r[0] for r in results["bare"])
     print(f"start -> first execute_reply and shutdown, median of {runs} (interleaved)")
@@ -130,6 +283,7 @@ async def bench_start(runs: int, image: str, backends: list[str], api: docker.AP
         "bare": "bare docker run --network host",
         "docker": "gp docker",
         "docker-swarm": "gp docker-swarm",
+        "anchor": "gateway_provisioners 0.5.0 docker",
     }
     for name, rows in results.items():
         start = statistics.median(r[0] for r in rows)
@@ -138,6 +292,15 @@ async def bench_start(runs: int, image: str, backends: list[str], api: docker.AP
         print(
             f"  {labels[name]:<38} {start:7.3f}s {start / bare_start_median:6.2f}x {shutdown:8.3f}s  {left}"
         )
+    if "anchor" in results:
+        ours = statistics.median(r[0] for r in results["docker"])
+        theirs = statistics.median(r[0] for r in results["anchor"])
+        print(
+            f"  ratio gp docker / gateway_provisioners 0.5.0 docker: {ours / theirs:.2f}x  (target <= 0.60x)"
+        )
+    print(
+        f"  ratio gp docker / bare docker run: {statistics.median(r[0] for r in results['docker']) / bare_start_median:.2f}x  (target <= 1.30x)"
+    )
 
 
 async def bench_status_cost(image: str, kernels_count: int) -> None:
@@ -197,6 +360,7 @@ async def main() -> None:
     parser.add_argument("--image", default=os.environ.get("GP_TEST_KERNEL_IMAGE", "gp/kernel-py:test"))
     parser.add_argument("--no-swarm", action="store_true", help="skip the docker-swarm rows")
     parser.add_argument("--kernels", type=int, default=5, help="kernels for the status-cost measurement")
+    parser.add_argument("--anchor-python", help="python of a venv with gateway_provisioners 0.5.0 + docker")
     args = parser.parse_args()
 
     api = docker.from_env().api
@@ -204,7 +368,7 @@ async def main() -> None:
     swarm = api.info().get("Swarm") or {}
     if not args.no_swarm and swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
         backends.append("docker-swarm")
-    await bench_start(args.runs, args.image, backends, api)
+    await bench_start(args.runs, args.image, backends, api, args.anchor_python)
     await bench_status_cost(args.image, args.kernels)
     await bench_loop_stall(args.image)
 
