@@ -19,6 +19,7 @@ takes only the ones it needs:
 ``namespace``   what ``resolve_namespace`` returned
 ``resources``   what ``render_resources`` returned
 ``handle``      what ``launch`` returned: a JSON-serialisable dict identifying what was created
+``signum``      a signal number (``signal.SIGINT``, ...)
 ``log``         the provisioner's logger
 
 Hooks may be plain functions or ``async def``; core awaits what they return. Blocking SDK calls must not
@@ -33,13 +34,18 @@ Lifecycle, in the order core calls the hooks::
     render_resources       pre_launch   (optional; pure: creates nothing)
     launch                 launch_kernel (required)
     poll                   while launching (launching=True) and whenever the kernel is polled (required)
+    send_signal            when the launcher's communication port does not answer a signal (optional)
     terminate              kill / terminate / cleanup (required)
     install_spec           by the spec installers (jupyter <backend>-spec install) (optional)
 
-``declare_options`` is the one hook beyond the six the design fixed. It exists because core must reject
-an unknown or invalid per-kernel option *before anything is created*, and apply the documented
-precedence (kernel.json > server traitlets config > ``GP_*`` env > default) uniformly; only the backend
-knows which options it has.
+Two hooks go beyond the six the design fixed, each because the protocol cannot work without it:
+
+- ``declare_options``: core must reject an unknown or invalid per-kernel option *before anything is
+  created*, and apply the documented precedence (kernel.json > server traitlets config > ``GP_*`` env >
+  default) uniformly; only the backend knows which options it has.
+- ``send_signal``: signals (interrupts above all) travel to the launcher's communication port. When the
+  launcher no longer answers there (its port is unreachable, or its thread is gone) while the kernel still
+  runs, only the backend can still reach the kernel's process: over SSH, through the Docker API, ...
 """
 
 from __future__ import annotations
@@ -148,6 +154,22 @@ def poll(
         (``0`` when unknown or when its resources are gone).
     :raises gp_core.LaunchError: With ``launching=True``, when the kernel has failed: say why (exit
         code, state, tail of the log).
+    """
+
+
+@hookspec(firstresult=True)
+def send_signal(
+    handle: Handle, options: BackendOptions | None, signum: int, log: logging.Logger
+) -> bool | Awaitable[bool] | None:
+    """Deliver ``signum`` to the kernel's process (group) without the launcher's communication port.
+
+    Called by core's ``send_signal`` only when the launcher did not answer a signal request and ``poll``
+    still reports the kernel running. Optional: without it such a signal is logged as undelivered (and a
+    ``SIGTERM`` becomes ``terminate``).
+
+    :returns: ``True`` when the signal was delivered; ``False``/``None`` when the backend cannot reach
+        the kernel this way (e.g. a swarm task on another node).
+    :raises gp_core.BackendError: When the attempt failed; core logs it.
     """
 
 

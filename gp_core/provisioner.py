@@ -267,11 +267,36 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         except (OSError, TimeoutError, ProtocolError) as exc:
             if await self.poll() is not None:
                 return  # the kernel is gone: nothing to signal
+            if await self._signal_through_backend(signum, f"{host}:{port}: {exc}"):
+                return
             self.log.warning(
                 "Kernel %s did not take signal %d on %s:%d (%s)", self.kernel_id, signum, host, port, exc
             )
             if signum == signal.SIGTERM:
                 await self.terminate()
+
+    async def _signal_through_backend(self, signum: int, why: str) -> bool:
+        """The launcher did not answer: let the backend reach the kernel's process, if it can."""
+        if self._handle is None or not self._backend.implements("send_signal"):
+            return False
+        try:
+            delivered = await self._backend.call(
+                "send_signal", handle=self._handle, options=self.options, signum=signum, log=self.log
+            )
+        except Exception as exc:
+            self.log.warning(
+                "gp backend %r could not signal kernel %s: %s", self.backend, self.kernel_id, exc
+            )
+            return False
+        if delivered:
+            self.log.info(
+                "Kernel %s: its launcher did not answer signal %d (%s); gp backend %r delivered it",
+                self.kernel_id,
+                signum,
+                why,
+                self.backend,
+            )
+        return bool(delivered)
 
     async def kill(self, restart: bool = False) -> None:
         await self._remove_resources(force=True, restart=restart)

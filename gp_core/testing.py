@@ -137,6 +137,35 @@ async def interrupt_sleep(km: AsyncKernelManager, seconds: int = 60, timeout: fl
         client.stop_channels()
 
 
+_CLOSE_LISTENING_PORT = """
+import gc, socket
+closed = 0
+for sock in [o for o in gc.get_objects() if isinstance(o, socket.socket)]:
+    try:
+        inet = sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
+        if inet and sock.fileno() >= 0 and sock.getsockname()[1] == {port}:
+            sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+            closed += 1
+    except OSError:
+        pass
+print(closed)
+"""
+
+
+async def silence_comm_port(km: AsyncKernelManager) -> tuple[str, int]:
+    """Close the kernel launcher's communication port from inside the kernel, which keeps running.
+
+    What a launcher whose comm thread died, or whose port a firewall blocks, looks like to the server.
+    Returns the (host, port) that no longer answers.
+    """
+    host, port = (await km.provisioner.get_provisioner_info())["comm_address"]
+    output, reply = await execute(km, _CLOSE_LISTENING_PORT.format(port=int(port)))
+    if reply["status"] != "ok" or output.strip() != "1":
+        raise AssertionError(f"could not close the comm port {port} in the kernel: {output!r} {reply}")
+    return host, int(port)
+
+
 async def adopt_kernel(
     kernelspec_dir: str | Path, name: str, provisioner_info: dict[str, Any]
 ) -> AsyncKernelManager:

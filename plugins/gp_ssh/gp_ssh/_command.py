@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -239,6 +240,29 @@ def poll_script(pid: int, kernel_id: str, log_path: str | None = None) -> str:
     ]
     if log_path:
         lines += [f"echo {_LOG_BEGIN}", f"tail -c {LOG_TAIL_BYTES} -- {q(log_path)} 2>/dev/null || :"]
+    return "\n".join(lines) + "\n"
+
+
+def signal_script(pid: int, kernel_id: str, signum: int) -> str:
+    """Send ``signum`` to the kernel's process group; prints ``gp-ssh-result=sent|gone|foreign``.
+
+    The group, as jupyter_client's local provisioner does: an interrupt reaches what the kernel runs too.
+    POSIX ``kill -s`` takes the signal's name; a number that is no signal raises ``ValueError`` here.
+    """
+    name = signal.Signals(signum).name.removeprefix("SIG")
+    lines = [
+        f"gp_pid={int(pid)}",
+        f"gp_mark={q('KERNEL_ID=' + kernel_id)}",
+        _HELPERS,
+        'gp_leader=$(gp_state "$gp_pid")',
+        'if [ -n "$gp_leader" ] && [ "$gp_leader" != Z ] && ! gp_ours; then',
+        "    echo gp-ssh-result=foreign",
+        "elif gp_group_alive && kill -s " + name + ' -- "-$gp_pid" 2>/dev/null; then',
+        "    echo gp-ssh-result=sent",
+        "else",
+        "    echo gp-ssh-result=gone",  # a zombie group takes a kill without complaint: checked first
+        "fi",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,7 @@ from ._command import (
     launch_script,
     parse_report,
     poll_script,
+    signal_script,
     stop_script,
     uploaded_launcher_path,
 )
@@ -205,6 +206,21 @@ async def poll(handle: Handle, options: SshOptions, launching: bool, log: loggin
             f"Last lines of its log ({handle['host']}:{handle['log_path']}):\n{log_tail.strip() or '(empty)'}"
         )
     return 0
+
+
+async def signal(handle: Handle, options: SshOptions, signum: int, log: logging.Logger) -> bool:
+    """Signal the kernel's process group over SSH (when its launcher no longer answers on its port)."""
+    target = target_for(handle["host"], options, handle["port"], handle["user"])
+    script = signal_script(handle["pgid"], handle["kernel_id"], signum)
+    result = await _run_quick(target, script, options.command_timeout, idempotent=False)
+    outcome = parse_report(result.stdout)[0].get("result")
+    if outcome is None:
+        raise BackendError(
+            f"Could not signal kernel {handle['kernel_id']} on {target}: "
+            f"{result.stderr.strip() or f'exit status {result.exit_status}'}"
+        )
+    log.debug("Signal %d to kernel %s on %s: %s", signum, handle["kernel_id"], target, outcome)
+    return outcome == "sent"
 
 
 async def stop(handle: Handle, options: SshOptions, restart: bool, force: bool, log: logging.Logger) -> None:

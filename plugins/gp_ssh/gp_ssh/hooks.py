@@ -45,6 +45,12 @@ async def poll(handle: Handle, options: SshOptions, launching: bool, log: loggin
 
 
 @hookimpl
+async def send_signal(handle: Handle, options: SshOptions, signum: int, log: logging.Logger) -> bool:
+    """The launcher's communication port did not answer: signal the kernel's process group over SSH."""
+    return await _remote.signal(handle, options, signum, log)
+
+
+@hookimpl
 async def terminate(
     handle: Handle, options: SshOptions, restart: bool, force: bool, log: logging.Logger
 ) -> None:

@@ -26,6 +26,7 @@ from gp_ssh._command import (
     launch_script,
     parse_report,
     poll_script,
+    signal_script,
     stop_script,
 )
 
@@ -333,6 +334,40 @@ def test_a_reused_pid_is_not_signalled(started: list[int]) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def send(pid: int, kernel_id: str, signum: int) -> str:
+    result = run_sh(signal_script(pid, kernel_id, signum))
+    assert result.returncode == 0, result.stderr
+    return parse_report(result.stdout)[0]["result"]
+
+
+COUNT_SIGUSR1 = (
+    "import signal, time; got = []; signal.signal(signal.SIGUSR1, lambda *a: got.append(1) or print('usr1', flush=True)); "
+    "print('ready', flush=True); time.sleep(300)"
+)
+
+
+def test_signal_reaches_the_kernel_and_is_refused_for_others(tmp_path: Path, started: list[int]) -> None:
+    kernel_id = str(uuid.uuid4())
+    log = tmp_path / "kernel.log"
+    request = LaunchRequest(
+        kernel_id, [sys.executable, "-c", COUNT_SIGUSR1], {"KERNEL_ID": kernel_id}, str(log)
+    )
+    pid = launch(request, started)
+    while "ready" not in log.read_text():
+        time.sleep(0.02)
+    assert send(pid, kernel_id, signal.SIGUSR1) == "sent"
+    deadline = time.monotonic() + 10
+    while "usr1" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "usr1" in log.read_text()
+    assert process_state(pid) not in (None, "Z")  # handled, not killed
+    assert send(pid, "another-kernel-id", signal.SIGUSR1) == "foreign"
+    assert stop(pid, kernel_id, force=True, stop_timeout=1) == "stopped"
+    assert send(pid, kernel_id, signal.SIGINT) == "gone"
+    with pytest.raises(ValueError):
+        signal_script(pid, kernel_id, 12345)  # not a signal: nothing reaches a shell
 
 
 def test_poll_of_a_dead_kernel_returns_its_log_tail(tmp_path: Path, started: list[int]) -> None:

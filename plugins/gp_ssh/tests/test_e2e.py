@@ -20,7 +20,7 @@ from gp_ssh._connections import POOL
 from gp_ssh._placement import PLACER
 
 from gp_core import BackendError, LaunchError
-from gp_core.testing import adopt_kernel, execute, interrupt_sleep, launcher_argv
+from gp_core.testing import adopt_kernel, execute, interrupt_sleep, launcher_argv, silence_comm_port
 
 from .conftest import HOSTS, SshKernels, group_alive, handle_of, marked_processes
 
@@ -131,6 +131,22 @@ async def test_a_frozen_kernel_is_still_shut_down(kernels: SshKernels) -> None:
     await kernels.start(km)
     handle = await handle_of(km)
     os.killpg(handle["pgid"], signal.SIGSTOP)
+    await km.shutdown_kernel()
+    assert not group_alive(handle["pgid"])
+
+
+async def test_interrupt_reaches_a_kernel_whose_launcher_no_longer_answers(kernels: SshKernels) -> None:
+    # The anchor could only signal through the launcher; gp falls back to `kill -s INT` over SSH.
+    km = kernels.manager(kernels.spec())
+    await kernels.start(km)
+    handle = await handle_of(km)
+    host, port = await silence_comm_port(km)
+    with pytest.raises(ConnectionRefusedError), socket.create_connection((host, port), timeout=5):
+        pass
+    reply = await interrupt_sleep(km)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    output, _ = await execute(km, "print(6 * 7)")  # interrupted, not killed
+    assert output.strip() == "42"
     await km.shutdown_kernel()
     assert not group_alive(handle["pgid"])
 
