@@ -589,6 +589,35 @@ def service_failure(handle: Handle, task: TaskStatus) -> str:
     return f"Kernel service {handle['name']} failed to start: {reason}. Last lines of its log:\n{tail}"
 
 
+def signal_container(container_id: str, signum: int) -> bool:
+    """Send ``signum`` to the container's main process (docker's init passes it on to the kernel).
+
+    False when the container is gone or no longer running: there is nothing to signal.
+    """
+    try:
+        get_api().kill(container_id, signal=int(signum))
+    except NotFound:
+        return False
+    except APIError as exc:
+        if exc.status_code == 409:  # not running
+            return False
+        raise BackendError(f"Could not signal kernel container {container_id[:12]}: {describe(exc)}") from exc
+    except SDK_ERRORS as exc:
+        raise BackendError(f"Could not signal kernel container {container_id[:12]}: {describe(exc)}") from exc
+    return True
+
+
+def signal_service(handle: Handle, signum: int) -> bool:
+    """Signal the kernel service's task container, when it runs on this docker host's node.
+
+    A task on another node is out of this daemon's reach: False.
+    """
+    task = _list_tasks().get(handle["service_id"])
+    if task is None or not task.container_id or task.node_id != _local_node():
+        return False
+    return signal_container(task.container_id, signum)
+
+
 def _local_node() -> str:
     global _local_node_id
     if _local_node_id is None:

@@ -65,6 +65,12 @@ async def poll(handle: Handle, options: DockerOptions, launching: bool, log: log
 
 
 @hookimpl
+async def send_signal(handle: Handle, signum: int) -> bool:
+    """The launcher's communication port did not answer: signal the container through the Docker API."""
+    return await asyncio.to_thread(_client.signal_container, handle["container_id"], signum)
+
+
+@hookimpl
 async def terminate(handle: Handle, options: DockerOptions, force: bool, log: logging.Logger) -> None:
     await asyncio.to_thread(
         _client.remove_container,

@@ -81,6 +81,12 @@ async def poll(
 
 
 @hookimpl
+async def send_signal(handle: Handle, signum: int) -> bool:
+    """The launcher's communication port did not answer: signal the task's container, if it is local."""
+    return await asyncio.to_thread(_client.signal_service, handle, signum)
+
+
+@hookimpl
 async def terminate(handle: Handle, options: DockerSwarmOptions, force: bool, log: logging.Logger) -> None:
     _reported_pending.discard(handle["service_id"])
     await asyncio.to_thread(
