@@ -1,1 +1,3 @@
 """gp-k8s: not implemented yet; this package registers no backend."""
+
+from __future__ import annotations

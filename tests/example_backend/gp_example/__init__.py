@@ -1,1 +1,3 @@
 """An example third-party gp backend (see hooks.py)."""
+
+from __future__ import annotations
