@@ -10,10 +10,14 @@
    down (the anchor did its SSH work on the loop: 249 ms).
 5. SSH handshakes made over all the launches (connection reuse: one per host).
 
-6. Optionally (``--anchor-python``): gateway_provisioners 0.5.0's DistributedProvisioner, from a separate
-   venv (``python -m venv V && V/bin/pip install gateway_provisioners==0.5.0 ipykernel``), same host,
-   same sshd: start -> first reply and how long its kernel outlives ``shutdown_kernel()``. It logs in with
-   ``~/.ssh`` keys only, so it runs with HOME pointing at a temporary copy of the test key and known_hosts.
+6. With ``--anchor-python``: gateway_provisioners 0.5.0's DistributedProvisioner in row 1 too, from a
+   separate venv (``python -m venv V && V/bin/pip install gateway_provisioners==0.5.0 ipykernel``; the
+   bench_docker venv, which adds ``docker``, does as well), same host, same sshd, interleaved with gp's
+   runs: a long-lived runner process in that venv (:data:`ANCHOR_RUNNER`) installs the anchor's kernelspec
+   with its own ``jupyter ssh-spec install`` once, then starts one kernel per request. Figures: start ->
+   first reply (the ratio gp / anchor has a target of <= 0.60x), its ``shutdown_kernel()`` duration and
+   how long its kernel outlives it. It logs in anew for every launch (its design) and with ``~/.ssh`` keys
+   only, so it runs with HOME pointing at a temporary copy of the test key and known_hosts.
 
 The sshd's hosts are this machine, so the bare kernel reads the connection file the benchmark wrote.
 Needs the test sshd (``bash scripts/start-sshd.sh``):
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -166,61 +171,80 @@ async def max_stall(work: Callable[[], Awaitable[Any]]) -> float:
     return worst
 
 
-async def bench(runs: int, host: str, anchor_python: str | None) -> None:
-    setup = Setup(host)
-    await gp_start(setup)  # warm-up: imports, key pair, listener, SSH login, page cache
-    await bare_start(setup)
-    gp, bare, shutdowns, gone = [], [], [], []
-    for _ in range(runs):
-        elapsed, shutdown, really_gone = await gp_start(setup)
-        gp.append(elapsed)
-        shutdowns.append(shutdown)
-        gone.append(really_gone)
-        bare.append(await bare_start(setup))
-    gp_median, bare_median = statistics.median(gp), statistics.median(bare)
-    print(f"start -> first execute_reply on {host}, median of {runs} (interleaved, warm SSH connections)")
-    print(f"  bare paramiko exec of ipykernel_launcher : {bare_median:.3f} s")
-    print(f"  gp ssh backend                           : {gp_median:.3f} s")
-    print(f"  ratio gp / bare                          : {gp_median / bare_median:.2f}x")
-    print("shutdown_kernel()")
-    print(f"  median duration                          : {statistics.median(shutdowns):.3f} s")
-    print(f"  process group gone when it returned      : {sum(gone)}/{len(gone)}")
+class AnchorRunner:
+    """gateway_provisioners 0.5.0's DistributedProvisioner in its own venv, driven one kernel at a time.
 
-    km = kernel_manager(setup.work / "specs", "gp")
-    await km.start_kernel(env=kernel_env())
-    handle = (await km.provisioner.get_provisioner_info())["handle"]
-    options = km.provisioner.options
-    log = logging.getLogger("bench")
-    polls, floors = [], []
-    for _ in range(20):
-        started = time.perf_counter()
-        assert await ssh_poll(handle, options, False, log) is None
-        polls.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        await asyncio.to_thread(POOL.run, setup.target(), "true\n", 30)
-        floors.append(time.perf_counter() - started)
-    await km.shutdown_kernel()
-    print("poll of a running kernel, median of 20")
-    print(f"  bare exec of 'true' on the same connection : {statistics.median(floors) * 1000:.1f} ms")
-    print(f"  gp ssh poll()                              : {statistics.median(polls) * 1000:.1f} ms")
+    A long-lived process (:data:`ANCHOR_RUNNER`) in the anchor's venv installs the anchor's kernelspec
+    once, then starts one kernel per line written to its stdin and answers with one JSON line of figures,
+    so its runs interleave with gp's and machine noise hits both alike.
+    """
 
-    stall = await max_stall(lambda: gp_start(setup))
-    print(f"largest event-loop stall during one launch + shutdown: {stall * 1000:.1f} ms (anchor: 249 ms)")
-    print(f"SSH handshakes made by gp over all of the above: {POOL.handshakes}")
-    setup.bare.close()
-    if anchor_python:
-        await asyncio.to_thread(bench_anchor, setup, anchor_python, runs)
+    def __init__(self, setup: Setup, anchor_python: str) -> None:
+        home = setup.work / "anchor-home"  # it logs in with ~/.ssh keys only
+        (home / ".ssh").mkdir(parents=True)
+        shutil.copy(setup.ssh_dir / "client_key", home / ".ssh" / "id_ed25519")
+        shutil.copy(setup.ssh_dir / "known_hosts", home / ".ssh" / "known_hosts")
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "GP_SSH_PORT": str(setup.port),
+            "GP_REMOTE_USER": "root",
+            "GP_RESPONSE_IP": "127.0.0.1",
+            "GP_RESPONSE_PORT": str(free_port()),  # the anchor cannot advertise a port it let the OS pick
+            "GP_KERNEL_LOG_DIR": str(setup.work),
+        }
+        self.log = setup.work / "anchor.log"
+        self.proc = subprocess.Popen(
+            [anchor_python, "-c", ANCHOR_RUNNER, setup.host, str(setup.work / "anchor-prefix")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"),
+            text=True, env=env,
+        )  # fmt: skip
+
+    def _once(self) -> tuple[float, float, float]:
+        assert self.proc.stdin and self.proc.stdout
+        try:
+            self.proc.stdin.write("run\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # reported below, with its log
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"the anchor runner died; the end of {self.log}:\n{self.log.read_text()[-3000:]}"
+            )
+        latency, shutdown, lingers = json.loads(line)
+        return latency, shutdown, lingers
+
+    async def start(self) -> tuple[float, float, float]:
+        """(start -> first reply, shutdown duration, seconds its kernel outlived shutdown_kernel())."""
+        return await asyncio.to_thread(self._once)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            with contextlib.suppress(BrokenPipeError):  # it died: start() has said why
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-# Runs inside the anchor's venv: python -c ANCHOR_RUNNER HOST PORT RUNS. Prints one JSON line of results.
+# Runs in the anchor's venv: python -c ANCHOR_RUNNER HOST PREFIX. Installs the anchor's kernelspec under
+# PREFIX, then starts one kernel per line read from stdin and prints one JSON line of figures per kernel:
+# [start -> first reply, shutdown_kernel() duration, seconds its kernel outlived shutdown_kernel()].
 ANCHOR_RUNNER = r"""
-import asyncio, json, os, statistics, subprocess, sys, tempfile, time
+import asyncio, json, os, subprocess, sys, time
 from pathlib import Path
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
-host, port, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-prefix = Path(tempfile.mkdtemp())
+results = os.fdopen(os.dup(1), "w")  # the figures' own channel: anything else printed goes to stderr
+os.dup2(2, 1)
+host, prefix = sys.argv[1], Path(sys.argv[2])
+from gateway_provisioners.remote_provisioner import RemoteProvisionerBase
+if RemoteProvisionerBase.ip_is_local(host):
+    sys.exit(f"the anchor starts kernels on {host} as local processes, not over SSH: pick another --host")
 # The anchor's installer assembles its launcher (server_listener.py is a stub until then).
 subprocess.run([str(Path(sys.executable).parent / "jupyter-ssh-spec"), "install", f"--prefix={prefix}",
                 f"--remote-hosts={host}", "--kernel-name=anchor"], check=True, capture_output=True)
@@ -246,20 +270,19 @@ async def once():
     await client.wait_for_ready(timeout=60)
     reply = await client.execute_interactive("1", timeout=60, output_hook=lambda msg: None)
     assert reply["content"]["status"] == "ok"
-    elapsed = time.perf_counter() - started
+    latency = time.perf_counter() - started
     client.stop_channels()
     pid = int(km.provisioner.pid)
+    stopping = time.perf_counter()
     await km.shutdown_kernel()
     returned = time.perf_counter()
-    while alive(pid) and time.perf_counter() - returned < 60:
+    while alive(pid) and time.perf_counter() - returned < 60:  # its kernel outlives shutdown_kernel()
         await asyncio.sleep(0.05)
-    return elapsed, time.perf_counter() - returned
+    return [latency, returned - stopping, time.perf_counter() - returned]
 
 async def main():
-    await once()
-    results = [await once() for _ in range(runs)]
-    print(json.dumps({"start": statistics.median(r[0] for r in results),
-                      "lingers": statistics.median(r[1] for r in results)}))
+    while await asyncio.to_thread(sys.stdin.readline):
+        print(json.dumps(await once()), file=results, flush=True)
 
 asyncio.run(main())
 """
@@ -271,29 +294,74 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bench_anchor(setup: Setup, anchor_python: str, runs: int) -> None:
-    home = setup.work / "anchor-home"
-    (home / ".ssh").mkdir(parents=True)
-    shutil.copy(setup.ssh_dir / "client_key", home / ".ssh" / "id_ed25519")
-    shutil.copy(setup.ssh_dir / "known_hosts", home / ".ssh" / "known_hosts")
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "GP_SSH_PORT": str(setup.port),
-        "GP_REMOTE_USER": "root",
-        "GP_RESPONSE_IP": "127.0.0.1",
-        "GP_RESPONSE_PORT": str(free_port()),  # the anchor cannot advertise a port it let the OS pick
-        "GP_KERNEL_LOG_DIR": str(setup.work),
-    }
-    command = [anchor_python, "-c", ANCHOR_RUNNER, setup.host, str(setup.port), str(runs)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
-        print(f"anchor run failed:\n{result.stderr[-3000:]}")
-        return
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"gateway_provisioners 0.5.0 DistributedProvisioner on {setup.host}, median of {runs}")
-    print(f"  start -> first execute_reply             : {figures['start']:.3f} s")
-    print(f"  kernel still alive after shutdown returned: {figures['lingers']:.2f} s")
+async def bench(runs: int, host: str, anchor_python: str | None) -> None:
+    setup = Setup(host)
+    anchor = AnchorRunner(setup, anchor_python) if anchor_python else None
+    try:
+        await gp_start(setup)  # warm-up: imports, key pair, listener, SSH login, page cache
+        await bare_start(setup)
+        if anchor:
+            await anchor.start()  # its warm-up (and an early failure, before gp's runs)
+        gp, bare, shutdowns, gone = [], [], [], []
+        theirs: list[tuple[float, float, float]] = []
+        for _ in range(runs):  # interleaved: gp, bare, anchor, gp, bare, anchor...
+            elapsed, shutdown, really_gone = await gp_start(setup)
+            gp.append(elapsed)
+            shutdowns.append(shutdown)
+            gone.append(really_gone)
+            bare.append(await bare_start(setup))
+            if anchor:
+                theirs.append(await anchor.start())
+    finally:
+        if anchor:
+            anchor.close()
+    gp_median, bare_median = statistics.median(gp), statistics.median(bare)
+    print(f"start -> first execute_reply on {host}, median of {runs} (interleaved, warm SSH connections)")
+    print(f"  bare paramiko exec of ipykernel_launcher : {bare_median:.3f} s")
+    print(f"  gp ssh backend                           : {gp_median:.3f} s")
+    if theirs:
+        anchor_median = statistics.median(r[0] for r in theirs)
+        print(
+            f"  gateway_provisioners 0.5.0 ssh           : {anchor_median:.3f} s (new SSH login per launch)"
+        )
+    print(f"  ratio gp / bare                          : {gp_median / bare_median:.2f}x")
+    if theirs:
+        print(
+            f"  ratio gp ssh / gateway_provisioners 0.5.0 ssh: {gp_median / anchor_median:.2f}x (target <= 0.60x)"
+        )
+    print("shutdown_kernel()")
+    print(f"  median duration                          : {statistics.median(shutdowns):.3f} s")
+    print(f"  process group gone when it returned      : {sum(gone)}/{len(gone)}")
+    if theirs:
+        print("gateway_provisioners 0.5.0 DistributedProvisioner shutdown_kernel(), median")
+        print(f"  duration                                 : {statistics.median(r[1] for r in theirs):.3f} s")
+        print(
+            f"  kernel still alive after shutdown returned: {statistics.median(r[2] for r in theirs):.2f} s"
+        )
+
+    km = kernel_manager(setup.work / "specs", "gp")
+    await km.start_kernel(env=kernel_env())
+    handle = (await km.provisioner.get_provisioner_info())["handle"]
+    options = km.provisioner.options
+    log = logging.getLogger("bench")
+    polls, floors = [], []
+    for _ in range(20):
+        started = time.perf_counter()
+        assert await ssh_poll(handle, options, False, log) is None
+        polls.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        await asyncio.to_thread(POOL.run, setup.target(), "true\n", 30)
+        floors.append(time.perf_counter() - started)
+    await km.shutdown_kernel()
+    print("poll of a running kernel, median of 20")
+    print(f"  bare exec of 'true' on the same connection : {statistics.median(floors) * 1000:.1f} ms")
+    print(f"  gp ssh poll()                              : {statistics.median(polls) * 1000:.1f} ms")
+
+    stall = await max_stall(lambda: gp_start(setup))
+    print(f"largest event-loop stall during one launch + shutdown: {stall * 1000:.1f} ms (anchor: 249 ms)")
+    print(f"SSH handshakes made by gp over all of the above: {POOL.handshakes}")
+    setup.bare.close()
+    shutil.rmtree(setup.work, ignore_errors=True)
 
 
 def main() -> None:
