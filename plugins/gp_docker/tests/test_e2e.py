@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from gp_docker import _client
 
 from gp_core import BackendError, LaunchError, LaunchTimeoutError
-from gp_core.testing import execute, interrupt_sleep
+from gp_core.testing import adopt_kernel, execute, interrupt_sleep, kernel_manager
+
+from .conftest import IMAGE, IMAGE_LAUNCHER
 
 pytestmark = [pytest.mark.docker]
+
+#: Launch timeout of the fail-fast tests, and the bound (far below it) within which they must fail.
+LAUNCH_TIMEOUT = 300
+FAIL_FAST_BOUND = 60
 
 WHERE_AM_I = (
     "import os, json, socket; print(json.dumps({'dockerenv': os.path.exists('/.dockerenv'), "
@@ -60,15 +71,28 @@ async def test_execute_interrupt_restart_shutdown(kernels, docker_api, leftovers
     assert leftovers({kernel_id}) == []
 
 
-async def test_a_crashing_kernel_fails_fast_with_exit_code_and_log(kernels, docker_api, leftovers):
-    argv = ["python3", "-c", "import sys; print('gp-crash-marker', file=sys.stderr); sys.exit(3)"]
-    kernels.spec(argv=argv, config={"launch_timeout": 300})
+@pytest.mark.parametrize("delay", [0, 1], ids=["at-once", "after-1s"])
+async def test_a_crashing_kernel_fails_fast_with_exit_code_and_log(kernels, docker_api, leftovers, delay):
+    """A kernel that dies while starting fails the launch at a poll, long before its launch timeout, with
+    its exit code and log tail; at once, or after the listings have seen it running for a while."""
+    code = f"import sys, time; time.sleep({delay}); print('gp-crash-marker', file=sys.stderr); sys.exit(3)"
+    kernels.spec(argv=["python3", "-c", code], config={"launch_timeout": LAUNCH_TIMEOUT})
     km = kernels.manager()
-    with pytest.raises(LaunchError) as failure:
-        await kernels.start(km)
+    started = time.monotonic()
+    try:
+        # A functional bound, not a benchmark: a poll sees the exit within a second or so, while
+        # waiting out the launch timeout would take five times the bound (and is cut short here).
+        async with asyncio.timeout(FAIL_FAST_BOUND):
+            with pytest.raises(LaunchError) as failure:
+                await kernels.start(km)
+    except TimeoutError:
+        pytest.fail(f"the crashed kernel was still 'launching' after {FAIL_FAST_BOUND} s")
+    elapsed = time.monotonic() - started
     message = str(failure.value)
     assert not isinstance(failure.value, LaunchTimeoutError), "waited for the timeout instead of failing fast"
-    assert "3" in message and "gp-crash-marker" in message
+    assert elapsed < FAIL_FAST_BOUND, f"the crash failed the launch only after {elapsed:.1f} s"
+    assert re.search(r"(exited with code|exit code) 3\b", message), message
+    assert "gp-crash-marker" in message.partition("Last lines of its log:\n")[2]  # the log tail
     assert leftovers(kernels.kernel_ids) == []
 
 
@@ -217,3 +241,92 @@ async def test_options_reach_the_container(kernels, docker_api, shared_dir):
     assert host_config["NetworkMode"] == "host"
     assert host_config["NanoCpus"] == 1_500_000_000 and host_config["Memory"] == 256 * 2**20
     assert host_config["Init"] is True
+    if kernels.backend == "docker-swarm":
+        spec = docker_api.inspect_service(km.provisioner._handle["service_id"])["Spec"]
+        assert spec["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"  # a kernel is never restarted
+        assert spec["EndpointSpec"]["Mode"] == "dnsrr"
+        assert spec["TaskTemplate"]["ContainerSpec"]["Labels"]["kernel_id"] == kernel_id
+
+
+async def test_a_second_manager_adopts_a_running_kernel(kernels, docker_api, leftovers):
+    """What another server process does with a kernel the first one persisted: reach it through the
+    persisted provisioner info alone, run code, interrupt it, shut it down."""
+    kernels.spec()
+    km = kernels.manager()
+    kernel_id = await kernels.start(km)
+    info = json.loads(json.dumps(await km.provisioner.get_provisioner_info()))  # as persisted
+    assert info["backend"] == kernels.backend and info["handle"]["kernel_id"] == kernel_id
+    # A new process knows nothing of when this one created the kernel's container / service.
+    _client.created_at.pop(info["handle"].get("container_id") or info["handle"].get("service_id"), None)
+
+    other = await adopt_kernel(kernels.directory, "k", info)
+    kernels.managers.append(other)
+    assert other.provisioner is not km.provisioner
+    assert await other.is_alive()
+    output, reply = await execute(other, "import os; print('adopted', os.environ['KERNEL_ID'], 6 * 7)")
+    assert reply["status"] == "ok" and output == f"adopted {kernel_id} 42\n"
+    reply = await interrupt_sleep(other)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    output, _ = await execute(km, "print('first manager still works')")  # the same kernel, both ways
+    assert output == "first manager still works\n"
+
+    await other.shutdown_kernel(now=True)
+    assert not await other.is_alive()
+    assert leftovers({kernel_id}) == []
+    # The first manager sees its kernel gone, and shutting it down again is a harmless no-op.
+    for _ in range(100):
+        if not await km.is_alive():
+            break
+        await asyncio.sleep(0.1)
+    assert not await km.is_alive()
+    await km.shutdown_kernel(now=True)
+    assert leftovers({kernel_id}) == []
+
+
+def _jupyter() -> str:
+    jupyter = Path(sys.executable).with_name("jupyter")
+    if not jupyter.exists():
+        pytest.fail(f"no jupyter command next to {sys.executable}: is the test venv installed?")
+    return str(jupyter)
+
+
+async def test_an_installed_kernelspec_runs(kernels, docker_api, leftovers, tmp_path):
+    """``jupyter docker-spec install`` (``--swarm`` for docker-swarm) writes a kernelspec that jupyter_client
+    starts as it is: the launcher inside the image, the backend, image and network from the installer."""
+    swarm = ["--swarm"] if kernels.backend == "docker-swarm" else []
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            _jupyter(),
+            "docker-spec",
+            "install",
+            f"--prefix={tmp_path / 'prefix'}",
+            "--kernel-name=installed",
+            f"--image-name={IMAGE}",
+            "--network=host",
+            *swarm,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    spec_root = tmp_path / "prefix/share/jupyter/kernels"
+    spec = json.loads((spec_root / "installed/kernel.json").read_text())
+    config = spec["metadata"]["kernel_provisioner"]["config"]
+    assert (config["backend"], config["image"], config["network"]) == (kernels.backend, IMAGE, "host")
+
+    km = kernel_manager(spec_root, "installed")
+    kernels.managers.append(km)
+    kernel_id = await kernels.start(km)
+    assert km.provisioner.backend == kernels.backend
+    output, reply = await execute(km, "import os; print(os.path.exists('/.dockerenv'), 6 * 7)")
+    assert reply["status"] == "ok" and output == "True 42\n"  # ran, inside a container
+    (container,) = docker_api.containers(filters={"label": f"kernel_id={kernel_id}"})
+    inspected = docker_api.inspect_container(container["Id"])
+    assert inspected["Config"]["Cmd"][:2] == ["python3", IMAGE_LAUNCHER]  # the image's launcher
+    assert inspected["Config"]["Image"] == IMAGE and inspected["HostConfig"]["NetworkMode"] == "host"
+    assert ("service_id" in km.provisioner._handle) == (kernels.backend == "docker-swarm")
+    await km.shutdown_kernel()
+    assert not await km.is_alive()
+    assert leftovers({kernel_id}) == []
