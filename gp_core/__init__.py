@@ -1,6 +1,13 @@
-"""gp: remote kernel provisioners for Jupyter, as a pluggy plugin framework."""
+"""gp: remote kernel provisioners for Jupyter, as a pluggy plugin framework.
+
+``import gp_core`` stays cheap (no jupyter_client): a backend's hooks module imports it at load time.
+The jupyter-facing classes are imported on first use.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     BackendError,
@@ -15,19 +22,50 @@ from .hookspecs import Handle, Resources, hookimpl
 from .options import BackendOptions, env_default, parse_bool, parse_list
 from .plugins import Backend, get_backend, installed_backends
 
+if TYPE_CHECKING:
+    from .listener import ResponseListener
+    from .provisioner import GenericRemoteProvisioner
+    from .specapp import InstallSpecApp, SpecInstallerApp
+
 __version__ = "0.1.0"
+
+#: Public names whose modules import jupyter_client, loaded by ``__getattr__`` when first asked for.
+_LAZY = {
+    "GenericRemoteProvisioner": "gp_core.provisioner",
+    "InstallSpecApp": "gp_core.specapp",
+    "ResponseListener": "gp_core.listener",
+    "SpecInstallerApp": "gp_core.specapp",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gp_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Backend",
     "BackendError",
     "BackendOptions",
     "GPError",
+    "GenericRemoteProvisioner",
     "Handle",
+    "InstallSpecApp",
     "InvalidOptionError",
     "LaunchError",
     "LaunchTimeoutError",
     "ProtocolError",
     "Resources",
+    "ResponseListener",
+    "SpecInstallerApp",
     "UnknownBackendError",
     "__version__",
     "env_default",

@@ -79,9 +79,14 @@ def declare_options() -> type[BackendOptions] | None:
     Called once when the backend is loaded. Its ``config=True`` traits are the options ``kernel.json``
     may set next to ``"backend"``; server config sets them as ``c.<ClassName>.<option>``; a trait's
     ``@default`` may read a ``GP_*`` environment variable (see :func:`gp_core.env_default`). Core
-    rejects any other key, and invalid values, with :class:`gp_core.InvalidOptionError`.
+    rejects any other key, and invalid values, with :class:`gp_core.InvalidOptionError`. Core runs
+    every option's effective value (a ``GP_*`` default too) through the trait's validators, so a
+    ``@validate`` method raising ``traitlets.TraitError`` with a message saying what is allowed is
+    enough. Class attribute ``secret_env`` names server variables that must never reach a kernel.
 
     :returns: The options class, or ``None`` when the backend has no options.
+    :raises gp_core.BackendError: When the backend cannot work in this server (say why). Anything
+        raised fails loading the backend; core reports it as a ``BackendError`` naming the backend.
     """
 
 
@@ -182,19 +187,27 @@ def terminate(
     Called on ``terminate`` (``force=False``), ``kill`` and failed launches (``force=True``), and from
     ``cleanup`` so nothing is left behind. Must be idempotent: resources already gone are success.
     ``restart=True`` means the same kernel id is launched again right after.
+
+    :raises gp_core.BackendError: When the resources could not be removed (say what is left behind).
+        It reaches the caller of terminate/kill/shutdown; after a failed launch core logs it and
+        raises the launch's error instead, with a note.
     """
 
 
 @hookspec(firstresult=True)
 def install_spec(
     app: Any, kernel_spec: dict[str, Any], spec_dir: Path, log: logging.Logger
-) -> dict[str, Any] | None:
+) -> dict[str, Any] | Awaitable[dict[str, Any] | None] | None:
     """Adjust a kernelspec being installed by ``jupyter <backend>-spec install``.
 
-    Called by :class:`gp_core.SpecInstallerApp` after core has written the common parts of
+    Called by :class:`gp_core.InstallSpecApp` (synchronously: an ``async def`` implementation is run
+    to completion on its own event loop) after core has written the common parts of
     ``kernel_spec`` (argv running the launcher, ``metadata.kernel_provisioner`` selecting this
     backend, the common options) into the staging directory ``spec_dir``. ``app`` is the running
     installer, so a backend's own command-line options are its attributes.
 
     :returns: The kernelspec dict to write (or ``None`` after changing ``kernel_spec`` in place).
+        Its ``kernel_provisioner`` config is then validated like a launch's.
+    :raises gp_core.BackendError: (or :class:`gp_core.InvalidOptionError`) When the installer's
+        options cannot make a valid spec; the installer prints the message and exits 1, writing nothing.
     """

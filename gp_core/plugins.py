@@ -12,7 +12,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
@@ -20,7 +20,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import BackendError, InvalidOptionError, UnknownBackendError
-from .options import BackendOptions, parse_list
+from .options import BackendOptions, parse_list, unknown_options_message
 
 GROUP = "gp_core.backends"
 T = TypeVar("T")
@@ -60,7 +60,10 @@ class Backend:
                 f"gp backend {name!r} ({getattr(plugin, '__name__', plugin)!r}) does not implement the "
                 f"required hook(s): {', '.join(missing)}"
             )
-        options_class = self.pm.hook.declare_options()
+        try:
+            options_class = self.pm.hook.declare_options()
+        except Exception as exc:
+            raise BackendError(f"gp backend {name!r}: declare_options failed: {exc}") from exc
         if options_class is not None and not (
             isinstance(options_class, type) and issubclass(options_class, BackendOptions)
         ):
@@ -74,16 +77,24 @@ class Backend:
     def implements(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
-    def make_options(self, values: dict[str, Any], parent: Any = None) -> BackendOptions | None:
-        """Validate per-kernel option values against the backend's options class."""
+    def make_options(
+        self, values: dict[str, Any], parent: Any = None, other_options: Iterable[str] = ()
+    ) -> BackendOptions | None:
+        """Validate per-kernel option values against the backend's options class.
+
+        ``other_options`` are the keys valid beside the backend's (core's options); an unknown-option
+        error lists them too, so it names everything a kernel.json may set.
+        """
         if self.options_class is None:
             if values:
-                raise InvalidOptionError(
-                    f"Unknown option(s) {', '.join(map(repr, sorted(values)))} for gp backend "
-                    f"{self.name!r}; it takes no options"
-                )
+                raise InvalidOptionError(unknown_options_message(self.name, values, (), other_options))
             return None
-        return self.options_class.from_config(self.name, values, parent=parent)
+        return self.options_class.from_config(self.name, values, parent=parent, other_options=other_options)
+
+    @property
+    def secret_env(self) -> tuple[str, ...]:
+        """Server variables the backend declares secret: never part of a kernel's environment."""
+        return self.options_class.secret_env if self.options_class is not None else ()
 
     async def call(self, hook_name: str, **kwargs: Any) -> Any:
         """Call one hook of this backend, awaiting an async implementation.

@@ -9,7 +9,7 @@ from typing import Any
 
 from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
-from gp_core import BackendOptions, InvalidOptionError, env_default, parse_list
+from gp_core import BackendOptions, env_default, parse_list
 
 ROUND_ROBIN = "round-robin"
 LEAST_CONNECTION = "least-connection"
@@ -37,6 +37,8 @@ class SshOptions(BackendOptions):
     The SSH password is deliberately not an option: it comes only from the server's ``GP_REMOTE_PWD``
     environment variable, so it can never be written into a kernel.json.
     """
+
+    secret_env = ("GP_REMOTE_PWD",)
 
     remote_hosts = List(
         Unicode(),
@@ -120,16 +122,6 @@ class SshOptions(BackendOptions):
     _mirror_working_dirs_default = default("mirror_working_dirs")(
         env_default("GP_MIRROR_WORKING_DIRS", False)
     )
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # traitlets reads GP_* defaults lazily and runs @validate only on assignment: assign every value
-        # now, so a bad one is refused before anything is created, with a message naming the option.
-        for name in self.option_names():
-            try:
-                setattr(self, name, getattr(self, name))
-            except TraitError as exc:
-                raise InvalidOptionError(f"Invalid option {name!r} for gp backend 'ssh': {exc}") from exc
 
     @validate("remote_hosts")
     def _check_hosts(self, proposal: Any) -> list[str]:
