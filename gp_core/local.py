@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -34,7 +35,10 @@ class LocalOptions(BackendOptions):
     kernel_ip = Unicode(config=True, help="Address the kernel binds (env GP_LOCAL_KERNEL_IP).")
     log_dir = Unicode(config=True, help="Where kernel logs go while the kernel runs (env GP_KERNEL_LOG_DIR).")
     inherit_server_env = Bool(
-        True, config=True, help="Start the kernel with the server's environment under its own, like jupyter."
+        True,
+        config=True,
+        help="Start the kernel with the server's environment under its own, like jupyter; the server's "
+        "GP_* variables (gp configuration, possibly secrets) are never inherited.",
     )
     stop_timeout = Float(5.0, config=True, help="Seconds between SIGTERM and SIGKILL on terminate.")
 
@@ -47,9 +51,18 @@ def declare_options() -> type[BackendOptions]:
     return LocalOptions
 
 
+def inherited_server_env() -> dict[str, str]:
+    """The server environment a local kernel inherits: all of it but the ``GP_*`` variables.
+
+    ``GP_*`` variables configure gp in the server and may hold secrets of any installed backend (e.g.
+    ``GP_REMOTE_PWD``); they are never kernel data. What a kernel needs from gp, core puts in ``env``.
+    """
+    return {name: value for name, value in os.environ.items() if not name.startswith("GP_")}
+
+
 @hookimpl
 def render_resources(kernel_id: str, cmd: list[str], env: dict[str, str], options: LocalOptions) -> Resources:
-    process_env = {**os.environ, **env} if options.inherit_server_env else dict(env)
+    process_env = {**inherited_server_env(), **env} if options.inherit_server_env else dict(env)
     process_env["GP_KERNEL_IP"] = options.kernel_ip
     cwd = env.get("KERNEL_WORKING_DIR") or None
     return {
@@ -61,12 +74,12 @@ def render_resources(kernel_id: str, cmd: list[str], env: dict[str, str], option
     }
 
 
-@hookimpl
-def launch(resources: Resources) -> Handle:
+def _start_process(resources: Resources) -> subprocess.Popen[bytes]:
+    """Open the log and start the launcher (blocking: fork/exec and file I/O; run in a thread)."""
     log_path = resources["log_path"]
     with open(log_path, "ab") as log_file:
         try:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 resources["argv"],
                 env=resources["env"],
                 cwd=resources["cwd"],
@@ -81,8 +94,27 @@ def launch(resources: Resources) -> Handle:
             raise BackendError(
                 f"Could not start the kernel launcher {resources['argv'][0]!r}: {exc}"
             ) from exc
+
+
+def _kill_orphan(log_path: str, starting: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    """A launch was cancelled while its process started: no handle exists, so nothing would stop it."""
+    if starting.cancelled() or starting.exception() is not None:
+        return
+    _signal_group(starting.result().pid, signal.SIGKILL)  # subprocess reaps it once the Popen is dropped
+    with contextlib.suppress(OSError):
+        os.unlink(log_path)
+
+
+@hookimpl
+async def launch(resources: Resources) -> Handle:
+    starting = asyncio.ensure_future(asyncio.to_thread(_start_process, resources))
+    try:
+        process = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        starting.add_done_callback(functools.partial(_kill_orphan, resources["log_path"]))
+        raise
     _children[process.pid] = process
-    return {"pid": process.pid, "pgid": process.pid, "log_path": log_path, "ip": resources["ip"]}
+    return {"pid": process.pid, "pgid": process.pid, "log_path": resources["log_path"], "ip": resources["ip"]}
 
 
 def _status(handle: Handle) -> int | None:

@@ -26,8 +26,6 @@ from .protocol import comm_request, parse_port_range
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: Server variables that must never reach a kernel, even when they were set for it.
-_SECRET_ENV = {"GP_REMOTE_PWD"}
 #: How long a signal over the communication port may take before it counts as unanswered.
 _COMM_TIMEOUT = 5.0
 
@@ -92,6 +90,11 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             )
         return value
 
+    @classmethod
+    def core_option_names(cls) -> list[str]:
+        """The options core itself takes in kernel.json's config (the rest are the backend's)."""
+        return sorted(cls.class_trait_names(config=True))
+
     def __init__(self, **kwargs: Any) -> None:
         own = set(self.class_trait_names()) | {"parent", "config"}
         self._backend_values = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
@@ -105,7 +108,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                 f'"backend": "local"; installed backends: {", ".join(installed_backends())}'
             )
         self._backend: Backend = get_backend(self.backend)
-        self.options = self._backend.make_options(self._backend_values, parent=self)
+        self.options = self._backend.make_options(
+            self._backend_values, parent=self, other_options=self.core_option_names()
+        )
         # Resolve env defaults now (dynamic defaults skip @validate), so a bad GP_* value fails before launch.
         parse_port_range(self.port_range)
         for name in ("launch_timeout", "max_launch_timeout", "poll_interval"):
@@ -175,9 +180,20 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             raise BackendError(f"gp backend {self.backend!r}: launch must return a dict handle")
         try:
             report = await self._await_connection_info(plan["launch_timeout"])
-        except BaseException:
+        except BaseException as launch_error:
             self._listener.unregister(self.kernel_id)
-            await asyncio.shield(self._remove_resources(force=True, restart=False))
+            try:
+                await asyncio.shield(self._remove_resources(force=True, restart=False))
+            except Exception as cleanup_error:  # the launch failure is what the user must see
+                self.log.error(
+                    "Could not remove kernel %s after its failed launch: %s",
+                    self.kernel_id,
+                    cleanup_error,
+                    exc_info=cleanup_error,
+                )
+                launch_error.add_note(
+                    f"Removing the kernel's resources afterwards also failed: {cleanup_error!r}"
+                )
             raise
         self._adopt_report(report)
         self.log.info(
@@ -402,14 +418,15 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """What the kernel's environment holds: the spec's env, the request's values and the launch data.
 
         Never the whole server environment: only variables the kernelspec declares, ``KERNEL_*`` ones and
-        those the request set or changed.
+        those the request set or changed, minus the secrets the backend declares (``secret_env``).
         """
         spec_env = self.kernel_spec.env if self.kernel_spec else {}
+        secret = set(self._backend.secret_env)
         kernel_env = {
             name: value
             for name, value in env.items()
             if (name.startswith("KERNEL_") or name in spec_env or os.environ.get(name) != value)
-            and name not in _SECRET_ENV
+            and name not in secret
         }
         for name, value in kernel_env.items():
             if not _ENV_NAME.match(name):

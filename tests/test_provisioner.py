@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
-from gp_core import InvalidOptionError, LaunchError, LaunchTimeoutError, UnknownBackendError
+from gp_core import (
+    BackendError,
+    BackendOptions,
+    InvalidOptionError,
+    LaunchError,
+    LaunchTimeoutError,
+    UnknownBackendError,
+    get_backend,
+    hookimpl,
+    installed_backends,
+    local,
+)
+from gp_core.plugins import register_backend, unregister_backend
 from gp_core.provisioner import GenericRemoteProvisioner
 from gp_core.testing import (
     adopt_kernel,
     execute,
     interrupt_sleep,
     kernel_manager,
+    require_backend,
     start_kernel,
     write_kernelspec,
 )
@@ -112,10 +129,185 @@ async def test_unknown_backend_fails_before_anything_is_created(kernels):
         await start_kernel(km)
 
 
+async def test_server_gp_variables_never_reach_an_inheriting_local_kernel(kernels, monkeypatch):
+    monkeypatch.setenv("GP_REMOTE_PWD", "s3cret")  # another backend's secret, in the server's env
+    monkeypatch.setenv("GP_SOME_SETTING", "server-config")
+    monkeypatch.setenv("SERVER_ONLY_VARIABLE", "inherited")
+    km = await _started(kernels)  # inherit_server_env left at its default (True)
+    try:
+        assert km.provisioner.options.inherit_server_env is True
+        output, _ = await execute(
+            km,
+            "import os, json; print(json.dumps({k: os.environ.get(k) for k in "
+            "('GP_REMOTE_PWD', 'GP_SOME_SETTING', 'SERVER_ONLY_VARIABLE', 'KERNEL_ID')}))",
+        )
+        assert json.loads(output) == {
+            "GP_REMOTE_PWD": None,
+            "GP_SOME_SETTING": None,
+            "SERVER_ONLY_VARIABLE": "inherited",
+            "KERNEL_ID": km.kernel_id,
+        }
+    finally:
+        await km.shutdown_kernel()
+
+
+class _SecretiveOptions(BackendOptions):
+    secret_env = ("NOMAD_TOKEN",)
+
+
+class _RecordingBackend:
+    """Records the env core hands to render_resources, then refuses the launch (nothing is started)."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] | None = None
+
+    @hookimpl
+    def declare_options(self) -> type[BackendOptions]:
+        return _SecretiveOptions
+
+    @hookimpl
+    def render_resources(self, env: dict[str, str]) -> dict:
+        self.env = dict(env)
+        raise BackendError("recorded; not launching")
+
+    @hookimpl
+    def launch(self) -> dict:
+        raise AssertionError("never reached")
+
+    @hookimpl
+    def poll(self) -> None:
+        return None
+
+    @hookimpl
+    def terminate(self) -> None:
+        return None
+
+
+async def test_kernel_env_drops_the_secrets_the_backend_declares(kernels, monkeypatch):
+    recorder = _RecordingBackend()
+    register_backend("undo-secretive", recorder)
+    try:
+        monkeypatch.setenv("NOMAD_TOKEN", "server-secret")
+        write_kernelspec(
+            kernels, "k", backend="undo-secretive", env={"NOMAD_TOKEN": "spec-value", "SPEC_VAR": "kept"}
+        )
+        with pytest.raises(BackendError, match="recorded; not launching"):
+            await start_kernel(kernel_manager(kernels, "k"), KERNEL_FOO="bar")
+    finally:
+        unregister_backend("undo-secretive")
+    assert recorder.env is not None
+    assert "NOMAD_TOKEN" not in recorder.env  # even though the kernelspec's env names it
+    assert recorder.env["SPEC_VAR"] == "kept" and recorder.env["KERNEL_FOO"] == "bar"
+    assert recorder.env["GP_LAUNCH_TOKEN"]  # what core adds itself stays
+
+
+def test_ssh_declares_its_password_secret():
+    if "ssh" not in installed_backends():
+        require_backend("ssh", "gp-ssh is not installed")
+    assert "GP_REMOTE_PWD" in get_backend("ssh").secret_env
+
+
+async def test_unknown_option_lists_every_valid_option(kernels):
+    write_kernelspec(kernels, "k", backend="local", config={"imagee": "x"})
+    km = kernel_manager(kernels, "k")
+    with pytest.raises(InvalidOptionError) as info:
+        await start_kernel(km)
+    core = GenericRemoteProvisioner.core_option_names()
+    assert {"backend", "launch_timeout", "port_range", "authorized_users", "poll_interval"} <= set(core)
+    assert str(info.value) == (
+        "Unknown option(s) 'imagee' for gp backend 'local'; valid options: "
+        f"{', '.join(core)} (core), inherit_server_env, kernel_ip, log_dir, stop_timeout (local)"
+    )
+
+
+class _CleanupFailsBackend:
+    """A kernel that dies while starting, and whose removal then fails too."""
+
+    @hookimpl
+    def launch(self) -> dict:
+        return {"ip": "127.0.0.1"}
+
+    @hookimpl
+    def poll(self, launching: bool) -> int | None:
+        if launching:
+            raise LaunchError("the kernel died while starting")
+        return 0
+
+    @hookimpl
+    def terminate(self) -> None:
+        raise BackendError("could not remove the kernel's container")
+
+
+async def test_failed_cleanup_after_failed_launch_keeps_the_launch_error(kernels, caplog):
+    register_backend("undo-cleanup-fails", _CleanupFailsBackend())
+    try:
+        write_kernelspec(kernels, "k", backend="undo-cleanup-fails", config={"poll_interval": 0.05})
+        with pytest.raises(LaunchError, match="the kernel died while starting") as info:
+            await start_kernel(kernel_manager(kernels, "k"))
+    finally:
+        unregister_backend("undo-cleanup-fails")
+    assert not isinstance(info.value, LaunchTimeoutError)
+    assert any("could not remove the kernel's container" in note for note in info.value.__notes__)
+    assert any(
+        "after its failed launch" in record.getMessage()
+        and "could not remove the kernel's container" in record.getMessage()
+        for record in caplog.records
+    )
+
+
+async def test_local_launch_starts_the_process_off_the_event_loop(kernels, monkeypatch):
+    threads: list[threading.Thread] = []
+    start_process = local._start_process
+
+    def recording_start(resources):
+        threads.append(threading.current_thread())
+        return start_process(resources)
+
+    monkeypatch.setattr(local, "_start_process", recording_start)
+    km = await _started(kernels)
+    try:
+        output, _ = await execute(km, "print('up')")
+        assert output == "up\n"
+    finally:
+        await km.shutdown_kernel()
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
+
+
+async def test_cancelled_local_launch_kills_the_process_it_started(tmp_path, monkeypatch):
+    started: list[subprocess.Popen[bytes]] = []
+    start_process = local._start_process
+
+    def slow_start(resources):
+        time.sleep(0.3)  # the launch is cancelled meanwhile
+        started.append(start_process(resources))
+        return started[-1]
+
+    monkeypatch.setattr(local, "_start_process", slow_start)
+    log_path = tmp_path / "kernel.log"
+    resources = {
+        "argv": [sys.executable, "-c", "import time; time.sleep(600)"],
+        "env": {},
+        "cwd": None,
+        "log_path": str(log_path),
+        "ip": "127.0.0.1",
+    }
+    task = asyncio.ensure_future(local.launch(resources))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(200):
+        if started and not log_path.exists():
+            break
+        await asyncio.sleep(0.02)
+    assert len(started) == 1
+    assert await asyncio.to_thread(started[0].wait, 10) == -signal.SIGKILL
+    assert not log_path.exists()
+
+
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        ({"imagee": "x"}, r"Unknown option\(s\) 'imagee' for gp backend 'local'; valid options: "),
         ({"port_range": "40000-41000"}, r"port_range.*40000-41000"),
         ({"port_range": "41000..40000"}, r"port_range"),
         ({"launch_timeout": -1}, r"launch_timeout must be a positive"),
