@@ -9,14 +9,17 @@ whose only subcommand is ``install``.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import importlib
 import json
 import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_core.application import JupyterApp, base_aliases, base_flags
@@ -26,12 +29,32 @@ from .errors import GPError, InvalidOptionError
 from .launcher import LAUNCHER_PATH
 from .plugins import get_backend
 from .protocol import parse_port_range
+from .provisioner import GenericRemoteProvisioner
 
 PROVISIONER_NAME = "gp-remote-provisioner"
 DEFAULT_KERNEL_CLASS = "ipykernel.ipkernel.IPythonKernel"
 SUPPORTED_LANGUAGES = ("python",)
 _CLASS_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 _KERNEL_NAME = re.compile(r"^[a-z0-9._-]+$", re.IGNORECASE)
+T = TypeVar("T")
+
+
+def run_sync(awaitable: Awaitable[T]) -> T:
+    """Run ``awaitable`` to completion from synchronous code (installers are plain CLI steps).
+
+    With no event loop in this thread, ``asyncio.run``; when one is running (an installer called from
+    async code), a worker thread runs its own loop, since the running one cannot be re-entered.
+    """
+
+    async def wait() -> T:
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, wait()).result()
 
 
 class InstallSpecApp(JupyterApp):
@@ -183,19 +206,15 @@ class InstallSpecApp(JupyterApp):
         }
         backend = get_backend(self.backend_name)
         if backend.implements("install_spec"):
-            spec = (
-                backend.hook.install_spec(app=self, kernel_spec=spec, spec_dir=spec_dir, log=self.log) or spec
+            adjusted = run_sync(
+                backend.call("install_spec", app=self, kernel_spec=spec, spec_dir=spec_dir, log=self.log)
             )
+            spec = adjusted or spec
         config = dict(spec["metadata"]["kernel_provisioner"]["config"])
-        for core_option in (
-            "backend",
-            "launch_timeout",
-            "authorized_users",
-            "unauthorized_users",
-            "port_range",
-        ):
-            config.pop(core_option, None)
-        backend.make_options(config)  # the spec must pass the same validation as a launch
+        core_options = GenericRemoteProvisioner.core_option_names()
+        backend_values = {name: value for name, value in config.items() if name not in core_options}
+        # The spec must pass the same validation as a launch.
+        backend.make_options(backend_values, other_options=core_options)
         return spec
 
     def install(self) -> Path:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+from traitlets import Unicode
 
+from gp_core import BackendOptions, GenericRemoteProvisioner, InstallSpecApp, InvalidOptionError, hookimpl
+from gp_core.plugins import register_backend, unregister_backend
 from gp_core.specapp import LocalSpecApp
 from gp_core.testing import execute, kernel_manager, start_kernel
 
@@ -97,3 +102,79 @@ async def test_installed_spec_runs_under_jupyter_client(tmp_path):
         assert output == "42\n"
     finally:
         await km.shutdown_kernel()
+
+
+class _AsyncSpecOptions(BackendOptions):
+    flavour = Unicode("plain", config=True)
+
+
+class _AsyncSpecBackend:
+    """A backend whose install_spec is async and sets a backend option and a core one."""
+
+    @hookimpl
+    def declare_options(self) -> type[BackendOptions]:
+        return _AsyncSpecOptions
+
+    @hookimpl
+    async def install_spec(self, app: InstallSpecApp, kernel_spec: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        config = kernel_spec["metadata"]["kernel_provisioner"]["config"]
+        config.update(flavour=app.flavour, poll_interval=0.25)
+        kernel_spec["env"]["SPEC_FROM"] = "async hook"
+        return kernel_spec
+
+    @hookimpl
+    def launch(self) -> dict[str, Any]:
+        return {}
+
+    @hookimpl
+    def poll(self) -> None:
+        return None
+
+    @hookimpl
+    def terminate(self) -> None:
+        return None
+
+
+class _AsyncSpecApp(InstallSpecApp):
+    backend_name = "undo-async-spec"
+    flavour = Unicode("spicy", config=True)
+
+
+@pytest.fixture
+def async_spec_backend():
+    register_backend("undo-async-spec", _AsyncSpecBackend())
+    yield
+    unregister_backend("undo-async-spec")
+
+
+def _check_async_spec(spec: dict[str, Any]) -> None:
+    assert spec["env"]["SPEC_FROM"] == "async hook"
+    assert spec["metadata"]["kernel_provisioner"]["config"] == {
+        "backend": "undo-async-spec",
+        "launch_timeout": 30.0,
+        "flavour": "spicy",
+        "poll_interval": 0.25,  # a core option: not taken for an unknown backend option
+    }
+
+
+def test_async_install_spec_runs_without_an_event_loop(tmp_path, async_spec_backend):
+    _check_async_spec(_AsyncSpecApp().build_spec(tmp_path))
+
+
+async def test_async_install_spec_runs_inside_a_running_event_loop(tmp_path, async_spec_backend):
+    _check_async_spec(_AsyncSpecApp().build_spec(tmp_path))
+
+
+def test_spec_with_an_unknown_option_lists_every_valid_one(tmp_path, async_spec_backend):
+    class TypoApp(_AsyncSpecApp):
+        def provisioner_config(self) -> dict[str, Any]:
+            return {**super().provisioner_config(), "flavor": "typo"}
+
+    with pytest.raises(InvalidOptionError) as info:
+        TypoApp().build_spec(tmp_path)
+    core = ", ".join(GenericRemoteProvisioner.core_option_names())
+    assert str(info.value) == (
+        "Unknown option(s) 'flavor' for gp backend 'undo-async-spec'; "
+        f"valid options: {core} (core), flavour (undo-async-spec)"
+    )
