@@ -19,7 +19,7 @@ from .errors import (
     UnknownBackendError,
 )
 from .hookspecs import Handle, Resources, hookimpl
-from .options import BackendOptions, env_default, parse_bool, parse_list
+from .options import BackendOptions, env_default, inherited_server_env, parse_bool, parse_list
 from .plugins import Backend, get_backend, installed_backends
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ __all__ = [
     "env_default",
     "get_backend",
     "hookimpl",
+    "inherited_server_env",
     "installed_backends",
     "parse_bool",
     "parse_list",

@@ -22,7 +22,7 @@ from traitlets import Bool, Float, Unicode, default
 
 from .errors import BackendError, LaunchError
 from .hookspecs import Handle, Resources, hookimpl
-from .options import BackendOptions, env_default
+from .options import BackendOptions, env_default, inherited_server_env
 
 #: Processes this server started, so poll can reap them; adopted kernels are probed by pid instead.
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -49,15 +49,6 @@ class LocalOptions(BackendOptions):
 @hookimpl
 def declare_options() -> type[BackendOptions]:
     return LocalOptions
-
-
-def inherited_server_env() -> dict[str, str]:
-    """The server environment a local kernel inherits: all of it but the ``GP_*`` variables.
-
-    ``GP_*`` variables configure gp in the server and may hold secrets of any installed backend (e.g.
-    ``GP_REMOTE_PWD``); they are never kernel data. What a kernel needs from gp, core puts in ``env``.
-    """
-    return {name: value for name, value in os.environ.items() if not name.startswith("GP_")}
 
 
 @hookimpl

@@ -178,3 +178,12 @@ def unknown_options_message(
         f"Unknown option(s) {', '.join(map(repr, sorted(unknown)))} for gp backend {backend!r}; "
         f"valid options: {valid}"
     )
+
+
+def inherited_server_env() -> dict[str, str]:
+    """The server environment a kernel started on the server's own host may inherit: all but ``GP_*``.
+
+    ``GP_*`` variables configure gp in the server and may hold secrets of any installed backend (e.g.
+    ``GP_REMOTE_PWD``); they are never kernel data. What a kernel needs from gp, core puts in ``env``.
+    """
+    return {name: value for name, value in os.environ.items() if not name.startswith("GP_")}

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from gp_core import BackendError
 
+from ._options import SshOptions
+
 #: Script exit statuses (sh uses 1-2 and 126-127 for its own errors).
 EXIT_NO_WORKING_DIR = 95
 EXIT_NO_LOG = 96
@@ -33,7 +35,7 @@ EXIT_NO_INTERPRETER = 98
 EXIT_NO_TOOL = 99
 
 #: Never sent to a remote host, whatever put it in the kernel's environment.
-SECRET_ENV = frozenset({"GP_REMOTE_PWD"})
+SECRET_ENV = frozenset(SshOptions.secret_env)
 #: Bytes of the kernel log shown when a launch fails.
 LOG_TAIL_BYTES = 4000
 

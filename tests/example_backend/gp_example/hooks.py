@@ -11,7 +11,7 @@ from typing import Any
 
 from traitlets import Unicode, default
 
-from gp_core import BackendError, BackendOptions, LaunchError, env_default, hookimpl
+from gp_core import BackendError, BackendOptions, LaunchError, env_default, hookimpl, inherited_server_env
 
 _processes: dict[int, asyncio.subprocess.Process] = {}
 
@@ -42,7 +42,12 @@ def render_resources(
 ) -> dict[str, Any]:
     return {
         "argv": cmd,
-        "env": {**os.environ, **env, "EXAMPLE_GREETING": options.greeting, "GP_KERNEL_IP": "127.0.0.1"},
+        "env": {
+            **inherited_server_env(),  # never the server's GP_* configuration (it may hold secrets)
+            **env,
+            "EXAMPLE_GREETING": options.greeting,
+            "GP_KERNEL_IP": "127.0.0.1",
+        },
         "cwd": str(Path(options.sandbox_root) / namespace),
     }
 
