@@ -45,20 +45,9 @@ import docker
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import write_connection_file
 
-from gp_core.testing import execute, kernel_env, kernel_manager, write_kernelspec
+from gp_core.testing import execute, kernel_env, kernel_manager, launcher_argv, write_kernelspec
 
-LAUNCHER_ARGV = [
-    "python3",
-    "/usr/local/bin/kernel-launchers/python/launch_ipykernel.py",
-    "--kernel-id",
-    "{kernel_id}",
-    "--port-range",
-    "{port_range}",
-    "--response-address",
-    "{response_address}",
-    "--public-key",
-    "{public_key}",
-]
+LAUNCHER_ARGV = launcher_argv("python3", "/usr/local/bin/kernel-launchers/python/launch_ipykernel.py")
 
 
 def _leftovers(api: docker.APIClient, kernel_id: str) -> int:

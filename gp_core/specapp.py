@@ -26,7 +26,7 @@ from jupyter_core.application import JupyterApp, base_aliases, base_flags
 from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 
 from .errors import GPError, InvalidOptionError
-from .launcher import LAUNCHER_PATH
+from .launcher import LAUNCHER_PATH, PLACEHOLDER_ARGS
 from .plugins import get_backend
 from .protocol import parse_port_range
 from .provisioner import GenericRemoteProvisioner
@@ -161,18 +161,7 @@ class InstallSpecApp(JupyterApp):
 
     def launcher_args(self) -> list[str]:
         """The launcher's arguments: the placeholders core fills at launch time, then the kernel class."""
-        return [
-            "--kernel-id",
-            "{kernel_id}",
-            "--port-range",
-            "{port_range}",
-            "--response-address",
-            "{response_address}",
-            "--public-key",
-            "{public_key}",
-            "--kernel-class-name",
-            self.ipykernel_subclass_name,
-        ]
+        return [*PLACEHOLDER_ARGS, "--kernel-class-name", self.ipykernel_subclass_name]
 
     def provisioner_config(self) -> dict[str, Any]:
         """Core options written into kernel.json: the non-default ones, and always launch_timeout."""

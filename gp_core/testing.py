@@ -22,7 +22,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
-from .launcher import LAUNCHER_PATH
+from .launcher import LAUNCHER_PATH, PLACEHOLDER_ARGS
 from .options import parse_list
 
 PROVISIONER_NAME = "gp-remote-provisioner"
@@ -32,18 +32,7 @@ TEST_USERNAME = "gp-tester"
 
 def launcher_argv(python: str = sys.executable, launcher: str | Path = LAUNCHER_PATH) -> list[str]:
     """The kernel.json argv that runs gp's launcher with every placeholder core fills."""
-    return [
-        python,
-        str(launcher),
-        "--kernel-id",
-        "{kernel_id}",
-        "--port-range",
-        "{port_range}",
-        "--response-address",
-        "{response_address}",
-        "--public-key",
-        "{public_key}",
-    ]
+    return [python, str(launcher), *PLACEHOLDER_ARGS]
 
 
 def kernelspec_json(
