@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -42,6 +40,7 @@ os.environ.setdefault("GP_RESPONSE_IP", "127.0.0.1")
 os.environ.setdefault("GP_RESPONSE_PORT", "0")
 
 import docker
+from _anchor import AnchorProcess, free_port  # bench/_anchor.py, beside this script
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import write_connection_file
 
@@ -151,61 +150,32 @@ asyncio.run(main())
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def start_anchor(anchor_python: str, base_image: str, workdir: Path) -> AnchorProcess:
+    """gateway_provisioners 0.5.0's DockerProvisioner in its own venv, one kernel per request.
 
-
-class AnchorRunner:
-    """gateway_provisioners 0.5.0's DockerProvisioner in its own venv, driven one kernel at a time."""
-
-    def __init__(self, anchor_python: str, base_image: str, workdir: Path) -> None:
-        self.python = anchor_python
-        package = subprocess.run(
-            [anchor_python, "-c", "import gateway_provisioners, os; print(os.path.dirname(gateway_provisioners.__file__))"],
-            check=True, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
-        _build_anchor_image(Path(package), base_image, workdir / "anchor-image")
-        jupyter = str(Path(anchor_python).with_name("jupyter"))
-        subprocess.run(
-            [jupyter, "docker-spec", "install", f"--image-name={ANCHOR_IMAGE}", "--kernel-name=anchor",
-             f"--prefix={workdir / 'anchor-prefix'}"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        kernels = workdir / "anchor-prefix" / "share" / "jupyter" / "kernels"
-        env = {
-            **os.environ,
-            "PATH": f"{Path(anchor_python).parent}:{os.environ.get('PATH', '')}",  # its argv runs "python"
-            "GP_DOCKER_NETWORK": "host",
-            "DOCKER_NETWORK": "host",  # what its launch_docker.py really reads
-            "GP_RESPONSE_IP": "127.0.0.1",
-            "GP_RESPONSE_PORT": str(_free_port()),  # it cannot advertise a port the OS picked
-        }
-        self.proc = subprocess.Popen(
-            [anchor_python, "-c", ANCHOR_RUNNER, str(kernels)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(workdir / "anchor.log", "w"),
-            text=True, env=env,
-        )  # fmt: skip
-        self.log = workdir / "anchor.log"
-
-    def _once(self) -> tuple[float, float, int]:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the anchor runner died:\n{self.log.read_text()[-3000:]}")
-        latency, shutdown, left = json.loads(line)
-        return latency, shutdown, left
-
-    async def start(self) -> tuple[float, float, int]:
-        return await asyncio.to_thread(self._once)
-
-    def close(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+    Each request's figures: (start -> first reply, shutdown duration, containers left after shutdown).
+    """
+    package = subprocess.run(
+        [anchor_python, "-c", "import gateway_provisioners, os; print(os.path.dirname(gateway_provisioners.__file__))"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    _build_anchor_image(Path(package), base_image, workdir / "anchor-image")
+    jupyter = str(Path(anchor_python).with_name("jupyter"))
+    subprocess.run(
+        [jupyter, "docker-spec", "install", f"--image-name={ANCHOR_IMAGE}", "--kernel-name=anchor",
+         f"--prefix={workdir / 'anchor-prefix'}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    kernels = workdir / "anchor-prefix" / "share" / "jupyter" / "kernels"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(anchor_python).parent}:{os.environ.get('PATH', '')}",  # its argv runs "python"
+        "GP_DOCKER_NETWORK": "host",
+        "DOCKER_NETWORK": "host",  # what its launch_docker.py really reads
+        "GP_RESPONSE_IP": "127.0.0.1",
+        "GP_RESPONSE_PORT": str(free_port()),
+    }
+    return AnchorProcess(anchor_python, ANCHOR_RUNNER, [str(kernels)], env, workdir / "anchor.log")
 
 
 def _build_anchor_image(package: Path, base_image: str, context: Path) -> None:
@@ -246,7 +216,7 @@ async def bench_start(
         anchor = None
         if anchor_python:
             base = os.environ.get("GP_KERNEL_BASE_IMAGE", "gp/kernel-py-base:bookworm")  # gp's image's base
-            anchor = AnchorRunner(anchor_python, base, Path(tmp))
+            anchor = start_anchor(anchor_python, base, Path(tmp))
         try:
             for backend in backends:  # warm-up: imports, key pair, listener, page cache
                 await gp_start(kernels, backend, api)

@@ -29,15 +29,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import shlex
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +46,7 @@ os.environ.setdefault("GP_RESPONSE_IP", "127.0.0.1")
 os.environ.setdefault("GP_RESPONSE_PORT", "0")
 
 import paramiko
+from _anchor import AnchorProcess, free_port  # bench/_anchor.py, beside this script
 from gp_ssh._connections import POOL, SshTarget
 from gp_ssh._remote import poll as ssh_poll
 from jupyter_client.asynchronous import AsyncKernelClient
@@ -171,63 +168,27 @@ async def max_stall(work: Callable[[], Awaitable[Any]]) -> float:
     return worst
 
 
-class AnchorRunner:
-    """gateway_provisioners 0.5.0's DistributedProvisioner in its own venv, driven one kernel at a time.
+def start_anchor(setup: Setup, anchor_python: str) -> AnchorProcess:
+    """gateway_provisioners 0.5.0's DistributedProvisioner in its own venv, one kernel per request.
 
-    A long-lived process (:data:`ANCHOR_RUNNER`) in the anchor's venv installs the anchor's kernelspec
-    once, then starts one kernel per line written to its stdin and answers with one JSON line of figures,
-    so its runs interleave with gp's and machine noise hits both alike.
+    Each request's figures: (start -> first reply, shutdown duration, seconds its kernel outlived
+    ``shutdown_kernel()``).
     """
-
-    def __init__(self, setup: Setup, anchor_python: str) -> None:
-        home = setup.work / "anchor-home"  # it logs in with ~/.ssh keys only
-        (home / ".ssh").mkdir(parents=True)
-        shutil.copy(setup.ssh_dir / "client_key", home / ".ssh" / "id_ed25519")
-        shutil.copy(setup.ssh_dir / "known_hosts", home / ".ssh" / "known_hosts")
-        env = {
-            **os.environ,
-            "HOME": str(home),
-            "GP_SSH_PORT": str(setup.port),
-            "GP_REMOTE_USER": "root",
-            "GP_RESPONSE_IP": "127.0.0.1",
-            "GP_RESPONSE_PORT": str(free_port()),  # the anchor cannot advertise a port it let the OS pick
-            "GP_KERNEL_LOG_DIR": str(setup.work),
-        }
-        self.log = setup.work / "anchor.log"
-        self.proc = subprocess.Popen(
-            [anchor_python, "-c", ANCHOR_RUNNER, setup.host, str(setup.work / "anchor-prefix")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"),
-            text=True, env=env,
-        )  # fmt: skip
-
-    def _once(self) -> tuple[float, float, float]:
-        assert self.proc.stdin and self.proc.stdout
-        try:
-            self.proc.stdin.write("run\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # reported below, with its log
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(
-                f"the anchor runner died; the end of {self.log}:\n{self.log.read_text()[-3000:]}"
-            )
-        latency, shutdown, lingers = json.loads(line)
-        return latency, shutdown, lingers
-
-    async def start(self) -> tuple[float, float, float]:
-        """(start -> first reply, shutdown duration, seconds its kernel outlived shutdown_kernel())."""
-        return await asyncio.to_thread(self._once)
-
-    def close(self) -> None:
-        if self.proc.stdin:
-            with contextlib.suppress(BrokenPipeError):  # it died: start() has said why
-                self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    home = setup.work / "anchor-home"  # it logs in with ~/.ssh keys only
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(setup.ssh_dir / "client_key", home / ".ssh" / "id_ed25519")
+    shutil.copy(setup.ssh_dir / "known_hosts", home / ".ssh" / "known_hosts")
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "GP_SSH_PORT": str(setup.port),
+        "GP_REMOTE_USER": "root",
+        "GP_RESPONSE_IP": "127.0.0.1",
+        "GP_RESPONSE_PORT": str(free_port()),
+        "GP_KERNEL_LOG_DIR": str(setup.work),
+    }
+    args = [setup.host, str(setup.work / "anchor-prefix")]
+    return AnchorProcess(anchor_python, ANCHOR_RUNNER, args, env, setup.work / "anchor.log")
 
 
 # Runs in the anchor's venv: python -c ANCHOR_RUNNER HOST PREFIX. Installs the anchor's kernelspec under
@@ -288,15 +249,9 @@ asyncio.run(main())
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def bench(runs: int, host: str, anchor_python: str | None) -> None:
     setup = Setup(host)
-    anchor = AnchorRunner(setup, anchor_python) if anchor_python else None
+    anchor = start_anchor(setup, anchor_python) if anchor_python else None
     try:
         await gp_start(setup)  # warm-up: imports, key pair, listener, SSH login, page cache
         await bare_start(setup)

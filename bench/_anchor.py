@@ -1,0 +1,64 @@
+"""Driving gateway_provisioners 0.5.0 (the anchor) from its own venv, interleaved with gp's runs.
+
+A benchmark starts one long-lived runner script in the anchor's venv; each request line written to its
+stdin makes it start (and stop) one kernel and answer with one JSON line of figures, so the anchor's runs
+interleave with gp's and the machine's noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A free port on 127.0.0.1 (the anchor cannot advertise a response port it let the OS pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class AnchorProcess:
+    """``python -c script *args`` in the anchor's venv, asked for one kernel's figures at a time."""
+
+    def __init__(
+        self, python: str, script: str, args: Sequence[str], env: Mapping[str, str], log: Path
+    ) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [python, "-c", script, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=dict(env),
+        )  # fmt: skip
+
+    def _once(self) -> tuple[float, ...]:
+        assert self.proc.stdin and self.proc.stdout
+        try:
+            self.proc.stdin.write("run\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # reported below, with its log
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"the anchor runner died; the end of {self.log}:\n{self.log.read_text()[-3000:]}"
+            )
+        return tuple(json.loads(line))
+
+    async def start(self) -> tuple[float, ...]:
+        """Start and stop one anchor kernel; its figures, as the runner script reports them."""
+        return await asyncio.to_thread(self._once)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            with contextlib.suppress(BrokenPipeError):  # it died: start() has said why
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
