@@ -122,6 +122,44 @@ async def test_adopt_running_kernel_from_second_manager(kernels):
         await km.shutdown_kernel(now=True)
 
 
+ADOPT_IN_ANOTHER_PROCESS = """
+import asyncio, json, sys
+from gp_core.testing import adopt_kernel, execute, interrupt_sleep
+
+async def main():
+    kernels, info = sys.argv[1], json.loads(sys.stdin.read())
+    km = await adopt_kernel(kernels, "k", info)
+    alive = await km.is_alive()
+    output, _ = await execute(km, "import os; print(os.getpid())")
+    interrupted = (await interrupt_sleep(km))["ename"]
+    await km.shutdown_kernel(now=True)
+    print(json.dumps({"alive": alive, "pid": int(output), "interrupted": interrupted}))
+
+asyncio.run(main())
+"""
+
+
+async def test_adopt_from_another_server_process(kernels):
+    # Nothing of the first process's state helps the second: only the persisted provisioner info.
+    km = await _started(kernels)
+    try:
+        info = await km.provisioner.get_provisioner_info()
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", ADOPT_IN_ANOTHER_PROCESS, str(kernels)],
+            input=json.dumps(info),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        seen = json.loads(result.stdout.strip().splitlines()[-1])
+        assert seen == {"alive": True, "pid": info["handle"]["pid"], "interrupted": "KeyboardInterrupt"}
+        assert not _alive(info["handle"]["pid"])  # the other process shut it down
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
 async def test_unknown_backend_fails_before_anything_is_created(kernels):
     write_kernelspec(kernels, "k", backend="nomad")
     km = kernel_manager(kernels, "k")
