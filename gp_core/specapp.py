@@ -223,8 +223,7 @@ class InstallSpecApp(JupyterApp):
             installed = ksm.install_kernel_spec(
                 str(spec_dir), self.kernel_name, user=self.user, prefix=prefix
             )
-        self.log.info("Installed kernelspec %s in %s", self.kernel_name, installed)
-        return Path(installed)
+        return Path(installed)  # jupyter_client has logged where
 
     def start(self) -> None:
         try:
