@@ -16,21 +16,10 @@ from typing import Any
 import pytest
 from gp_docker._kernelspec import IMAGE_LAUNCHER
 
-from gp_core.testing import kernel_env, kernel_manager, require_backend, write_kernelspec
+from gp_core.testing import kernel_env, kernel_manager, launcher_argv, require_backend, write_kernelspec
 
 IMAGE = os.environ.get("GP_TEST_KERNEL_IMAGE", "gp/kernel-py:test")
-LAUNCHER_ARGV = [
-    "python3",
-    IMAGE_LAUNCHER,
-    "--kernel-id",
-    "{kernel_id}",
-    "--port-range",
-    "{port_range}",
-    "--response-address",
-    "{response_address}",
-    "--public-key",
-    "{public_key}",
-]
+LAUNCHER_ARGV = launcher_argv("python3", IMAGE_LAUNCHER)
 
 
 @pytest.fixture(autouse=True)

@@ -64,9 +64,9 @@ def sshd() -> dict[str, Any]:
     }
 
 
-def marked_processes(mark: str) -> list[int]:
-    """Live (non-zombie) processes whose environment holds ``MARK_VARIABLE=mark``."""
-    needle = f"{MARK_VARIABLE}={mark}".encode()
+def processes_with(entry: str) -> list[int]:
+    """Live (non-zombie) processes whose environment holds ``entry`` (``NAME=value``)."""
+    needle = entry.encode()
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -77,6 +77,11 @@ def marked_processes(mark: str) -> list[int]:
         except (OSError, IndexError):
             continue
     return found
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Live (non-zombie) processes whose environment holds ``MARK_VARIABLE=mark``."""
+    return processes_with(f"{MARK_VARIABLE}={mark}")
 
 
 def group_alive(pgid: int) -> bool:

@@ -23,27 +23,12 @@ from traitlets.config import Config
 from gp_core.launcher import LAUNCHER_PATH
 from gp_core.testing import TEST_USERNAME, execute, kernel_env, kernel_manager
 
-from .conftest import group_alive, handle_of
+from .conftest import group_alive, handle_of, processes_with
 
 pytestmark = pytest.mark.ssh
 
 HOST = "127.0.0.2"
 PORT_RANGE = (40000, 41999)
-
-
-def processes_with(entry: str) -> list[int]:
-    """Live (non-zombie) processes whose environment holds ``entry`` (``NAME=value``)."""
-    needle = entry.encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            if needle in proc.joinpath("environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except (OSError, IndexError):
-            continue
-    return found
 
 
 def install(prefix: Path, python: str) -> Path:
