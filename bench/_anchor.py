@@ -9,11 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+
+async def first_reply(client: Any, wait_for_ready: bool) -> dict[str, Any]:
+    """The content of the first ``execute_reply`` of a just-started kernel's client.
+
+    By default the ``execute_request`` goes out at once: ZMQ holds it until the kernel reads its shell
+    socket, so the figure is the kernel's real readiness. ``wait_for_ready()`` first adds a fixed ~0.2 s
+    in every case (after the ``kernel_info`` reply it waits for IOPub to fall quiet).
+    """
+    if wait_for_ready:
+        await client.wait_for_ready(timeout=60)
+    msg_id = client.execute("1")
+    while True:
+        reply = await client.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return dict(reply["content"])
+
+
+#: :func:`first_reply`'s source, for the runner scripts that run in the anchor's venv.
+FIRST_REPLY_SOURCE = "from typing import Any\n" + inspect.getsource(first_reply)
 
 
 def free_port() -> int:

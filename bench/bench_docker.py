@@ -2,7 +2,9 @@
 
 1. Start latency, start request -> first execute_reply: gp's ``docker`` (and ``docker-swarm``) backend vs a
    bare ``docker run --network host`` of the same kernel image running plain ipykernel from a connection
-   file; runs interleaved so machine noise hits all of them. Median of N.
+   file; runs interleaved so machine noise hits all of them. Median of N. Every client sends its
+   ``execute_request`` as soon as ``start_kernel()`` returns (``--wait-for-ready``: after
+   ``wait_for_ready()``, which adds a fixed ~0.2 s to every row; see ``_anchor.first_reply``).
 2. Shutdown: how long ``shutdown_kernel()`` takes, and whether the container/service is really gone when
    it returns (gp's terminate waits for that).
 3. Status cost: docker API list calls per poll round of K running kernels (target: 1, not K).
@@ -40,7 +42,12 @@ os.environ.setdefault("GP_RESPONSE_IP", "127.0.0.1")
 os.environ.setdefault("GP_RESPONSE_PORT", "0")
 
 import docker
-from _anchor import AnchorProcess, free_port  # bench/_anchor.py, beside this script
+from _anchor import (  # bench/_anchor.py, beside this script
+    FIRST_REPLY_SOURCE,
+    AnchorProcess,
+    first_reply,
+    free_port,
+)
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import write_connection_file
 
@@ -54,24 +61,29 @@ def _leftovers(api: docker.APIClient, kernel_id: str) -> int:
     return len(api.containers(all=True, filters=label)) + len(api.services(filters=label))
 
 
-async def gp_start(kernels: Path, backend: str, api: docker.APIClient) -> tuple[float, float, int]:
+async def gp_start(
+    kernels: Path, backend: str, api: docker.APIClient, wait_for_ready: bool
+) -> tuple[float, float, int]:
     """(start -> first reply, shutdown duration, resources left right after shutdown)."""
     km = kernel_manager(kernels, backend)
     kernel_id = str(uuid.uuid4())
     started = time.perf_counter()
     await km.start_kernel(kernel_id=kernel_id, env=kernel_env())
+    client = km.client()
+    client.start_channels()
     try:
-        _, reply = await execute(km, "1")
+        reply = await first_reply(client, wait_for_ready)
         assert reply["status"] == "ok"
         latency = time.perf_counter() - started
     finally:
+        client.stop_channels()
         stopping = time.perf_counter()
         await km.shutdown_kernel()
         shutdown = time.perf_counter() - stopping
     return latency, shutdown, _leftovers(api, kernel_id)
 
 
-async def bare_start(image: str, workdir: Path) -> tuple[float, float]:
+async def bare_start(image: str, workdir: Path, wait_for_ready: bool) -> tuple[float, float]:
     """The same image and ipykernel started by hand: docker run + a connection file, no gp at all."""
     name = f"gp-bench-bare-{uuid.uuid4().hex[:12]}"
     connection_file = workdir / f"{name}.json"
@@ -88,9 +100,8 @@ async def bare_start(image: str, workdir: Path) -> tuple[float, float]:
     client.load_connection_file()
     client.start_channels()
     try:
-        await client.wait_for_ready(timeout=60)
-        reply = await client.execute_interactive("1", timeout=60, output_hook=lambda _msg: None)
-        assert reply["content"]["status"] == "ok"
+        reply = await first_reply(client, wait_for_ready)
+        assert reply["status"] == "ok"
         latency = time.perf_counter() - started
         stopping = time.perf_counter()
         client.shutdown()
@@ -106,7 +117,9 @@ async def bare_start(image: str, workdir: Path) -> tuple[float, float]:
 ANCHOR_IMAGE = "gp/kernel-py-anchor:bench"
 
 # Runs in the anchor's venv: one kernel per line read from stdin, one JSON line of figures printed per kernel.
-ANCHOR_RUNNER = r"""
+ANCHOR_RUNNER = (
+    FIRST_REPLY_SOURCE
+    + r"""
 import asyncio, json, os, sys, time
 import docker
 from gateway_provisioners import docker_swarm
@@ -131,9 +144,8 @@ async def once():
     await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "gp-bench"})
     client = km.client()
     client.start_channels()
-    await client.wait_for_ready(timeout=60)
-    reply = await client.execute_interactive("1", timeout=60, output_hook=lambda msg: None)
-    assert reply["content"]["status"] == "ok"
+    reply = await first_reply(client, os.environ.get("GP_BENCH_WAIT_FOR_READY") == "1")
+    assert reply["status"] == "ok"
     latency = time.perf_counter() - started
     client.stop_channels()
     stopping = time.perf_counter()
@@ -148,6 +160,7 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
 def start_anchor(anchor_python: str, base_image: str, workdir: Path) -> AnchorProcess:
@@ -200,7 +213,12 @@ def _build_anchor_image(package: Path, base_image: str, context: Path) -> None:
 
 
 async def bench_start(
-    runs: int, image: str, backends: list[str], api: docker.APIClient, anchor_python: str | None
+    runs: int,
+    image: str,
+    backends: list[str],
+    api: docker.APIClient,
+    anchor_python: str | None,
+    wait_for_ready: bool,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         kernels, workdir = Path(tmp) / "kernels", Path(tmp) / "conn"
@@ -219,16 +237,16 @@ async def bench_start(
             anchor = start_anchor(anchor_python, base, Path(tmp))
         try:
             for backend in backends:  # warm-up: imports, key pair, listener, page cache
-                await gp_start(kernels, backend, api)
-            await bare_start(image, workdir)
+                await gp_start(kernels, backend, api, wait_for_ready)
+            await bare_start(image, workdir, wait_for_ready)
             if anchor:
                 await anchor.start()
             names = ["bare", *backends, *(["anchor"] if anchor else [])]
             results: dict[str, list[tuple[float, ...]]] = {name: [] for name in names}
             for _ in range(runs):
-                results["bare"].append(await bare_start(image, workdir))
+                results["bare"].append(await bare_start(image, workdir, wait_for_ready))
                 for backend in backends:
-                    results[backend].append(await gp_start(kernels, backend, api))
+                    results[backend].append(await gp_start(kernels, backend, api, wait_for_ready))
                 if anchor:
                     results["anchor"].append(await anchor.start())
         finally:
@@ -236,7 +254,8 @@ async def bench_start(
                 anchor.close()
 
     bare_start_median = statistics.median(r[0] for r in results["bare"])
-    print(f"start -> first execute_reply and shutdown, median of {runs} (interleaved)")
+    how = "after wait_for_ready()" if wait_for_ready else "execute_request sent at once"
+    print(f"start -> first execute_reply ({how}) and shutdown, median of {runs} (interleaved)")
     print(f"  {'case':<38} {'start':>8} {'ratio':>7} {'shutdown':>9}  left after shutdown")
     labels = {
         "bare": "bare docker run --network host",
@@ -320,14 +339,21 @@ async def main() -> None:
     parser.add_argument("--no-swarm", action="store_true", help="skip the docker-swarm rows")
     parser.add_argument("--kernels", type=int, default=5, help="kernels for the status-cost measurement")
     parser.add_argument("--anchor-python", help="python of a venv with gateway_provisioners 0.5.0 + docker")
+    parser.add_argument(
+        "--wait-for-ready",
+        action="store_true",
+        help="let every client call wait_for_ready() before its first execute_request (adds ~0.2 s to each)",
+    )
     args = parser.parse_args()
+    if args.wait_for_ready:
+        os.environ["GP_BENCH_WAIT_FOR_READY"] = "1"  # the anchor's runner inherits it
 
     api = docker.from_env().api
     backends = ["docker"]
     swarm = api.info().get("Swarm") or {}
     if not args.no_swarm and swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
         backends.append("docker-swarm")
-    await bench_start(args.runs, args.image, backends, api, args.anchor_python)
+    await bench_start(args.runs, args.image, backends, api, args.anchor_python, args.wait_for_ready)
     await bench_status_cost(args.image, args.kernels)
     await bench_loop_stall(args.image)
 

@@ -3,6 +3,8 @@
 1. Start latency, start request -> first execute_reply: gp's ``ssh`` backend vs a bare paramiko exec of
    ``python -m ipykernel_launcher -f <connection file>`` on the same host; both over an already open SSH
    connection, runs interleaved so machine noise hits both. Median of N.
+   Clients send their ``execute_request`` at once (``--wait-for-ready``: after ``wait_for_ready()``, which
+   adds a fixed ~0.2 s to every row; see ``_anchor.first_reply``).
 2. Shutdown: how long ``shutdown_kernel()`` takes and whether the kernel's process group is really gone
    when it returns (the anchor's lingered ~29 s after its shutdown returned).
 3. Poll cost: one ``poll()`` of a running kernel vs the floor, a bare exec of ``true`` on the same connection.
@@ -46,20 +48,26 @@ os.environ.setdefault("GP_RESPONSE_IP", "127.0.0.1")
 os.environ.setdefault("GP_RESPONSE_PORT", "0")
 
 import paramiko
-from _anchor import AnchorProcess, free_port  # bench/_anchor.py, beside this script
+from _anchor import (  # bench/_anchor.py, beside this script
+    FIRST_REPLY_SOURCE,
+    AnchorProcess,
+    first_reply,
+    free_port,
+)
 from gp_ssh._connections import POOL, SshTarget
 from gp_ssh._remote import poll as ssh_poll
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import write_connection_file
 
-from gp_core.testing import execute, kernel_env, kernel_manager, launcher_argv, write_kernelspec
+from gp_core.testing import kernel_env, kernel_manager, launcher_argv, write_kernelspec
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 class Setup:
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, wait_for_ready: bool) -> None:
         self.host = host
+        self.wait_for_ready = wait_for_ready  # see _anchor.first_reply
         self.ssh_dir = Path(os.environ.get("GP_TEST_SSH_DIR", ROOT / ".ci-state" / "ssh"))
         self.port = int(os.environ.get("GP_TEST_SSH_PORT", "22222"))
         self.python = os.environ.get("GP_TEST_PYTHON") or sys.executable
@@ -109,7 +117,12 @@ async def gp_start(setup: Setup) -> tuple[float, float, bool]:
     km = kernel_manager(setup.work / "specs", "gp")
     started = time.perf_counter()
     await km.start_kernel(env=kernel_env())
-    _, reply = await execute(km, "1")
+    client = km.client()
+    client.start_channels()
+    try:
+        reply = await first_reply(client, setup.wait_for_ready)
+    finally:
+        client.stop_channels()
     assert reply["status"] == "ok"
     elapsed = time.perf_counter() - started
     pgid = (await km.provisioner.get_provisioner_info())["handle"]["pgid"]
@@ -134,9 +147,8 @@ async def bare_start(setup: Setup) -> float:
     client.load_connection_file()
     client.start_channels()
     try:
-        await client.wait_for_ready(timeout=60)
-        reply = await client.execute_interactive("1", timeout=60, output_hook=lambda msg: None)
-        assert reply["content"]["status"] == "ok"
+        reply = await first_reply(client, setup.wait_for_ready)
+        assert reply["status"] == "ok"
         elapsed = time.perf_counter() - started
         client.shutdown()
     finally:
@@ -194,7 +206,9 @@ def start_anchor(setup: Setup, anchor_python: str) -> AnchorProcess:
 # Runs in the anchor's venv: python -c ANCHOR_RUNNER HOST PREFIX. Installs the anchor's kernelspec under
 # PREFIX, then starts one kernel per line read from stdin and prints one JSON line of figures per kernel:
 # [start -> first reply, shutdown_kernel() duration, seconds its kernel outlived shutdown_kernel()].
-ANCHOR_RUNNER = r"""
+ANCHOR_RUNNER = (
+    FIRST_REPLY_SOURCE
+    + r"""
 import asyncio, json, os, subprocess, sys, time
 from pathlib import Path
 from jupyter_client.kernelspec import KernelSpecManager
@@ -228,9 +242,8 @@ async def once():
     await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "gp-bench"})
     client = km.client()
     client.start_channels()
-    await client.wait_for_ready(timeout=60)
-    reply = await client.execute_interactive("1", timeout=60, output_hook=lambda msg: None)
-    assert reply["content"]["status"] == "ok"
+    reply = await first_reply(client, os.environ.get("GP_BENCH_WAIT_FOR_READY") == "1")
+    assert reply["status"] == "ok"
     latency = time.perf_counter() - started
     client.stop_channels()
     pid = int(km.provisioner.pid)
@@ -247,10 +260,11 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
-async def bench(runs: int, host: str, anchor_python: str | None) -> None:
-    setup = Setup(host)
+async def bench(runs: int, host: str, anchor_python: str | None, wait_for_ready: bool) -> None:
+    setup = Setup(host, wait_for_ready)
     anchor = start_anchor(setup, anchor_python) if anchor_python else None
     try:
         await gp_start(setup)  # warm-up: imports, key pair, listener, SSH login, page cache
@@ -271,7 +285,10 @@ async def bench(runs: int, host: str, anchor_python: str | None) -> None:
         if anchor:
             anchor.close()
     gp_median, bare_median = statistics.median(gp), statistics.median(bare)
-    print(f"start -> first execute_reply on {host}, median of {runs} (interleaved, warm SSH connections)")
+    how = "after wait_for_ready()" if wait_for_ready else "execute_request sent at once"
+    print(
+        f"start -> first execute_reply ({how}) on {host}, median of {runs} (interleaved, warm SSH connections)"
+    )
     print(f"  bare paramiko exec of ipykernel_launcher : {bare_median:.3f} s")
     print(f"  gp ssh backend                           : {gp_median:.3f} s")
     if theirs:
@@ -324,8 +341,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--host", default="127.0.0.2")
     parser.add_argument("--anchor-python", help="python of a venv with gateway_provisioners 0.5.0")
+    parser.add_argument(
+        "--wait-for-ready",
+        action="store_true",
+        help="let every client call wait_for_ready() before its first execute_request (adds ~0.2 s to each)",
+    )
     args = parser.parse_args()
-    asyncio.run(bench(args.runs, args.host, args.anchor_python))
+    if args.wait_for_ready:
+        os.environ["GP_BENCH_WAIT_FOR_READY"] = "1"  # the anchor's runner inherits it
+    asyncio.run(bench(args.runs, args.host, args.anchor_python, args.wait_for_ready))
 
 
 if __name__ == "__main__":
