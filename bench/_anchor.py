@@ -34,6 +34,19 @@ async def first_reply(client: Any, wait_for_ready: bool) -> dict[str, Any]:
             return dict(reply["content"])
 
 
+async def shut_down(client: Any) -> None:
+    """Ask a bare kernel to shut down and wait for its reply.
+
+    Right after :func:`first_reply` the control channel may still be connecting; closing the channels
+    before the request went out would drop it, and the kernel would never exit.
+    """
+    msg_id = client.shutdown()
+    while True:
+        reply = await client.control_channel.get_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return
+
+
 #: :func:`first_reply`'s source, for the runner scripts that run in the anchor's venv.
 FIRST_REPLY_SOURCE = "from typing import Any\n" + inspect.getsource(first_reply)
 

@@ -47,6 +47,7 @@ from _anchor import (  # bench/_anchor.py, beside this script
     AnchorProcess,
     first_reply,
     free_port,
+    shut_down,
 )
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import write_connection_file
@@ -104,7 +105,7 @@ async def bare_start(image: str, workdir: Path, wait_for_ready: bool) -> tuple[f
         assert reply["status"] == "ok"
         latency = time.perf_counter() - started
         stopping = time.perf_counter()
-        client.shutdown()
+        await shut_down(client)
         await asyncio.to_thread(subprocess.run, ["docker", "wait", name], capture_output=True)
         shutdown = time.perf_counter() - stopping
     finally:

@@ -53,6 +53,7 @@ from _anchor import (  # bench/_anchor.py, beside this script
     AnchorProcess,
     first_reply,
     free_port,
+    shut_down,
 )
 from gp_ssh._connections import POOL, SshTarget
 from gp_ssh._remote import poll as ssh_poll
@@ -150,7 +151,7 @@ async def bare_start(setup: Setup) -> float:
         reply = await first_reply(client, setup.wait_for_ready)
         assert reply["status"] == "ok"
         elapsed = time.perf_counter() - started
-        client.shutdown()
+        await shut_down(client)
     finally:
         client.stop_channels()
     await asyncio.to_thread(channel.recv_exit_status)
