@@ -52,7 +52,8 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         config=True, help="Ports the kernel may bind, 'LOW..HIGH'; '0..0' = any (env GP_PORT_RANGE)."
     )
     launch_timeout = Float(
-        config=True, help="Seconds to wait for the kernel's connection info (env GP_LAUNCH_TIMEOUT)."
+        config=True,
+        help="Seconds a launch may take: the backend creating the kernel, then its connection info arriving (env GP_LAUNCH_TIMEOUT).",
     )
     max_launch_timeout = Float(
         config=True,
@@ -163,15 +164,28 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         assert self._listener is not None, "pre_launch must run first"
         plan = self._plan
         self._exited = self._terminated = False
+        launch_timeout = plan["launch_timeout"]
+        deadline = asyncio.get_running_loop().time() + launch_timeout
         try:
-            self._handle = await self._backend.call(
-                "launch",
-                kernel_id=self.kernel_id,
-                resources=plan["resources"],
-                options=self.options,
-                namespace=plan["namespace"],
-                log=self.log,
+            # The launch timeout bounds the backend's launch too (an SSH host that accepts and then hangs);
+            # a cancelled launch hook removes what it created.
+            self._handle = await asyncio.wait_for(
+                self._backend.call(
+                    "launch",
+                    kernel_id=self.kernel_id,
+                    resources=plan["resources"],
+                    options=self.options,
+                    namespace=plan["namespace"],
+                    log=self.log,
+                ),
+                launch_timeout,
             )
+        except TimeoutError as exc:
+            self._listener.unregister(self.kernel_id)
+            raise LaunchTimeoutError(
+                f"gp backend {self.backend!r} did not create kernel {self.kernel_id} within "
+                f"{launch_timeout:g} s (launch_timeout)"
+            ) from exc
         except BaseException:
             self._listener.unregister(self.kernel_id)
             raise
@@ -179,7 +193,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             self._listener.unregister(self.kernel_id)
             raise BackendError(f"gp backend {self.backend!r}: launch must return a dict handle")
         try:
-            report = await self._await_connection_info(plan["launch_timeout"])
+            report = await self._await_connection_info(deadline, launch_timeout)
         except BaseException as launch_error:
             self._listener.unregister(self.kernel_id)
             try:
@@ -204,12 +218,12 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         )
         return self.connection_info
 
-    async def _await_connection_info(self, timeout: float) -> LaunchReport:
-        """Wait for the launcher's payload; meanwhile poll the backend so a dead kernel fails fast."""
+    async def _await_connection_info(self, deadline: float, timeout: float) -> LaunchReport:
+        """Wait for the launcher's payload until ``deadline`` (the loop's clock; ``timeout`` is the
+        launch timeout it stands for); meanwhile poll the backend so a dead kernel fails fast."""
         assert self._listener is not None and self._pending is not None
         pending = self._pending
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -221,6 +221,46 @@ class _RecordingBackend:
         return None
 
 
+class _HangingLaunch:
+    """A backend whose launch never returns (an SSH host that takes the command, then hangs)."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    @hookimpl
+    async def launch(self) -> dict[str, str]:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled = True  # where a real backend removes what it started
+            raise
+        return {}
+
+    @hookimpl
+    def poll(self) -> None:
+        return None
+
+    @hookimpl
+    def terminate(self) -> None:
+        return None
+
+
+async def test_the_launch_timeout_bounds_the_backends_launch_too(kernels):
+    backend = _HangingLaunch()
+    register_backend("hanging-launch", backend)
+    try:
+        write_kernelspec(kernels, "k", backend="hanging-launch", config={"launch_timeout": 1})
+        started = time.monotonic()
+        with pytest.raises(
+            LaunchTimeoutError, match=r"did not create kernel .* within 1 s \(launch_timeout\)"
+        ):
+            await start_kernel(kernel_manager(kernels, "k"))
+        assert time.monotonic() - started < 30  # the launch timeout, not the hook, decides
+    finally:
+        unregister_backend("hanging-launch")
+    assert backend.cancelled
+
+
 async def test_kernel_env_drops_the_secrets_the_backend_declares(kernels, monkeypatch):
     recorder = _RecordingBackend()
     register_backend("undo-secretive", recorder)
