@@ -22,6 +22,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
+from .hookspecs import hookimpl
 from .launcher import LAUNCHER_PATH, PLACEHOLDER_ARGS
 from .options import parse_list
 
@@ -155,6 +156,26 @@ async def silence_comm_port(km: AsyncKernelManager) -> tuple[str, int]:
     return host, int(port)
 
 
+async def check_interrupt_without_launcher(km: AsyncKernelManager) -> None:
+    """A kernel whose launcher no longer answers on its communication port is still interrupted (by the
+    backend's ``send_signal`` hook), and lives on."""
+    import socket
+
+    host, port = await silence_comm_port(km)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except ConnectionRefusedError:
+        pass
+    else:
+        raise AssertionError(f"the comm port {host}:{port} still answers")
+    reply = await interrupt_sleep(km)
+    if reply["status"] != "error" or reply.get("ename") != "KeyboardInterrupt":
+        raise AssertionError(f"time.sleep was not interrupted: {reply}")
+    output, _ = await execute(km, "print(6 * 7)")
+    if output.strip() != "42":
+        raise AssertionError(f"the kernel did not live on after the interrupt: {output!r}")
+
+
 async def adopt_kernel(
     kernelspec_dir: str | Path, name: str, provisioner_info: dict[str, Any]
 ) -> AsyncKernelManager:
@@ -167,6 +188,23 @@ async def adopt_kernel(
     await km.provisioner.load_provisioner_info(provisioner_info)
     km.load_connection_info(km.provisioner.connection_info)
     return km
+
+
+class NullBackend:
+    """A backend object whose required hooks do nothing: subclass it and override (with ``@hookimpl``)
+    what a test needs, then register it with :func:`gp_core.plugins.register_backend`."""
+
+    @hookimpl
+    def launch(self) -> dict[str, Any]:
+        return {}
+
+    @hookimpl
+    def poll(self) -> int | None:
+        return None
+
+    @hookimpl
+    def terminate(self) -> None:
+        return None
 
 
 def require_backend(backend: str, reason: str) -> NoReturn:

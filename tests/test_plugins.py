@@ -23,7 +23,7 @@ from gp_core import (
     parse_bool,
 )
 from gp_core.plugins import register_backend, unregister_backend
-from gp_core.testing import require_backend
+from gp_core.testing import NullBackend, require_backend
 
 
 class FakeOptions(BackendOptions):
@@ -156,20 +156,7 @@ def test_unknown_option_lists_the_other_valid_options_too(two_backends):
 
 
 def test_unknown_option_of_a_backend_without_options_lists_the_core_ones():
-    class Bare:
-        @hookimpl
-        def launch(self) -> dict:
-            return {}
-
-        @hookimpl
-        def poll(self) -> None:
-            return None
-
-        @hookimpl
-        def terminate(self) -> None:
-            return None
-
-    backend = register_backend("undo-bare", Bare())
+    backend = register_backend("undo-bare", NullBackend())
     try:
         assert backend.make_options({}) is None
         with pytest.raises(InvalidOptionError) as info:

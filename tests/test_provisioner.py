@@ -29,6 +29,7 @@ from gp_core import (
 from gp_core.plugins import register_backend, unregister_backend
 from gp_core.provisioner import GenericRemoteProvisioner
 from gp_core.testing import (
+    NullBackend,
     adopt_kernel,
     execute,
     interrupt_sleep,
@@ -193,7 +194,7 @@ class _SecretiveOptions(BackendOptions):
     secret_env = ("NOMAD_TOKEN",)
 
 
-class _RecordingBackend:
+class _RecordingBackend(NullBackend):
     """Records the env core hands to render_resources, then refuses the launch (nothing is started)."""
 
     def __init__(self) -> None:
@@ -212,16 +213,8 @@ class _RecordingBackend:
     def launch(self) -> dict:
         raise AssertionError("never reached")
 
-    @hookimpl
-    def poll(self) -> None:
-        return None
 
-    @hookimpl
-    def terminate(self) -> None:
-        return None
-
-
-class _HangingLaunch:
+class _HangingLaunch(NullBackend):
     """A backend whose launch never returns (an SSH host that takes the command, then hangs)."""
 
     def __init__(self) -> None:
@@ -235,14 +228,6 @@ class _HangingLaunch:
             self.cancelled = True  # where a real backend removes what it started
             raise
         return {}
-
-    @hookimpl
-    def poll(self) -> None:
-        return None
-
-    @hookimpl
-    def terminate(self) -> None:
-        return None
 
 
 async def test_the_launch_timeout_bounds_the_backends_launch_too(kernels):

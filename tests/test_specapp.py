@@ -14,7 +14,7 @@ from traitlets import Unicode
 from gp_core import BackendOptions, GenericRemoteProvisioner, InstallSpecApp, InvalidOptionError, hookimpl
 from gp_core.plugins import register_backend, unregister_backend
 from gp_core.specapp import LocalSpecApp
-from gp_core.testing import execute, kernel_manager, start_kernel
+from gp_core.testing import NullBackend, execute, kernel_manager, start_kernel
 
 
 def _install(*args: str) -> subprocess.CompletedProcess[str]:
@@ -108,7 +108,7 @@ class _AsyncSpecOptions(BackendOptions):
     flavour = Unicode("plain", config=True)
 
 
-class _AsyncSpecBackend:
+class _AsyncSpecBackend(NullBackend):
     """A backend whose install_spec is async and sets a backend option and a core one."""
 
     @hookimpl
@@ -122,18 +122,6 @@ class _AsyncSpecBackend:
         config.update(flavour=app.flavour, poll_interval=0.25)
         kernel_spec["env"]["SPEC_FROM"] = "async hook"
         return kernel_spec
-
-    @hookimpl
-    def launch(self) -> dict[str, Any]:
-        return {}
-
-    @hookimpl
-    def poll(self) -> None:
-        return None
-
-    @hookimpl
-    def terminate(self) -> None:
-        return None
 
 
 class _AsyncSpecApp(InstallSpecApp):

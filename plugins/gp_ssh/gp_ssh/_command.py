@@ -245,6 +245,19 @@ def poll_script(pid: int, kernel_id: str, log_path: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unless_foreign(pid: int, kernel_id: str) -> list[str]:
+    """Script lines opening an ``if``: report ``foreign`` when ``pid`` now runs something else than the
+    kernel (nothing may be signalled then); the caller adds its ``elif``/``else`` branches and ``fi``."""
+    return [
+        f"gp_pid={int(pid)}",
+        f"gp_mark={q('KERNEL_ID=' + kernel_id)}",
+        _HELPERS,
+        'gp_leader=$(gp_state "$gp_pid")',
+        'if [ -n "$gp_leader" ] && [ "$gp_leader" != Z ] && ! gp_ours; then',
+        "    echo gp-ssh-result=foreign",
+    ]
+
+
 def signal_script(pid: int, kernel_id: str, signum: int) -> str:
     """Send ``signum`` to the kernel's process group; prints ``gp-ssh-result=sent|gone|foreign``.
 
@@ -253,12 +266,7 @@ def signal_script(pid: int, kernel_id: str, signum: int) -> str:
     """
     name = signal.Signals(signum).name.removeprefix("SIG")
     lines = [
-        f"gp_pid={int(pid)}",
-        f"gp_mark={q('KERNEL_ID=' + kernel_id)}",
-        _HELPERS,
-        'gp_leader=$(gp_state "$gp_pid")',
-        'if [ -n "$gp_leader" ] && [ "$gp_leader" != Z ] && ! gp_ours; then',
-        "    echo gp-ssh-result=foreign",
+        *_unless_foreign(pid, kernel_id),
         "elif gp_group_alive && kill -s " + name + ' -- "-$gp_pid" 2>/dev/null; then',
         "    echo gp-ssh-result=sent",
         "else",
@@ -279,12 +287,7 @@ def stop_script(
     """
     steps = max(1, round(stop_timeout * 10))
     lines = [
-        f"gp_pid={int(pid)}",
-        f"gp_mark={q('KERNEL_ID=' + kernel_id)}",
-        _HELPERS,
-        'gp_leader=$(gp_state "$gp_pid")',
-        'if [ -n "$gp_leader" ] && [ "$gp_leader" != Z ] && ! gp_ours; then',
-        "    echo gp-ssh-result=foreign",
+        *_unless_foreign(pid, kernel_id),
         "elif ! gp_group_alive; then",
         "    echo gp-ssh-result=gone",
         "else",
