@@ -23,9 +23,11 @@ from pathlib import Path
 
 os.environ.setdefault("GP_RESPONSE_IP", "127.0.0.1")
 
+from _shared import start_to_first_reply  # bench/_shared.py, beside this script
+
 from gp_core import hookimpl
 from gp_core.plugins import register_backend
-from gp_core.testing import execute, kernel_manager, start_kernel, write_kernelspec
+from gp_core.testing import kernel_env, kernel_manager, write_kernelspec
 
 
 def _write_local_provisioner_spec(directory: Path) -> None:
@@ -42,14 +44,11 @@ def _write_local_provisioner_spec(directory: Path) -> None:
 
 async def _start_to_first_reply(kernels: Path, name: str) -> float:
     km = kernel_manager(kernels, name)
-    started = time.perf_counter()
-    await start_kernel(km)
     try:
-        _, reply = await execute(km, "1")
-        assert reply["status"] == "ok"
-        return time.perf_counter() - started
+        return await start_to_first_reply(km, True, env=kernel_env())  # after wait_for_ready(), as before
     finally:
-        await km.shutdown_kernel(now=True)
+        if km.has_kernel:
+            await km.shutdown_kernel(now=True)
 
 
 async def bench_start(runs: int) -> None:

@@ -4,7 +4,7 @@
    bare ``docker run --network host`` of the same kernel image running plain ipykernel from a connection
    file; runs interleaved so machine noise hits all of them. Median of N. Every client sends its
    ``execute_request`` as soon as ``start_kernel()`` returns (``--wait-for-ready``: after
-   ``wait_for_ready()``, which adds a fixed ~0.2 s to every row; see ``_anchor.first_reply``).
+   ``wait_for_ready()``, which adds a fixed ~0.2 s to every row; see ``_shared.first_reply``).
 2. Shutdown: how long ``shutdown_kernel()`` takes, and whether the container/service is really gone when
    it returns (gp's terminate waits for that).
 3. Status cost: docker API list calls per poll round of K running kernels (target: 1, not K).
@@ -42,12 +42,13 @@ os.environ.setdefault("GP_RESPONSE_IP", "127.0.0.1")
 os.environ.setdefault("GP_RESPONSE_PORT", "0")
 
 import docker
-from _anchor import (  # bench/_anchor.py, beside this script
-    FIRST_REPLY_SOURCE,
+from _shared import (  # bench/_shared.py, beside this script
+    RUNNER_HELPERS_SOURCE,
     AnchorProcess,
     first_reply,
     free_port,
     shut_down,
+    start_to_first_reply,
 )
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import write_connection_file
@@ -68,18 +69,12 @@ async def gp_start(
     """(start -> first reply, shutdown duration, resources left right after shutdown)."""
     km = kernel_manager(kernels, backend)
     kernel_id = str(uuid.uuid4())
-    started = time.perf_counter()
-    await km.start_kernel(kernel_id=kernel_id, env=kernel_env())
-    client = km.client()
-    client.start_channels()
     try:
-        reply = await first_reply(client, wait_for_ready)
-        assert reply["status"] == "ok"
-        latency = time.perf_counter() - started
+        latency = await start_to_first_reply(km, wait_for_ready, kernel_id=kernel_id, env=kernel_env())
     finally:
-        client.stop_channels()
         stopping = time.perf_counter()
-        await km.shutdown_kernel()
+        if km.has_kernel:
+            await km.shutdown_kernel()
         shutdown = time.perf_counter() - stopping
     return latency, shutdown, _leftovers(api, kernel_id)
 
@@ -119,7 +114,7 @@ ANCHOR_IMAGE = "gp/kernel-py-anchor:bench"
 
 # Runs in the anchor's venv: one kernel per line read from stdin, one JSON line of figures printed per kernel.
 ANCHOR_RUNNER = (
-    FIRST_REPLY_SOURCE
+    RUNNER_HELPERS_SOURCE
     + r"""
 import asyncio, json, os, sys, time
 import docker
@@ -141,14 +136,9 @@ api = docker.from_env().api
 
 async def once():
     km = AsyncKernelManager(kernel_name="anchor", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels]))
-    started = time.perf_counter()
-    await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "gp-bench"})
-    client = km.client()
-    client.start_channels()
-    reply = await first_reply(client, os.environ.get("GP_BENCH_WAIT_FOR_READY") == "1")
-    assert reply["status"] == "ok"
-    latency = time.perf_counter() - started
-    client.stop_channels()
+    latency = await start_to_first_reply(
+        km, os.environ.get("GP_BENCH_WAIT_FOR_READY") == "1", env={**os.environ, "KERNEL_USERNAME": "gp-bench"}
+    )
     stopping = time.perf_counter()
     await km.shutdown_kernel()
     shutdown = time.perf_counter() - stopping

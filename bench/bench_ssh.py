@@ -4,7 +4,7 @@
    ``python -m ipykernel_launcher -f <connection file>`` on the same host; both over an already open SSH
    connection, runs interleaved so machine noise hits both. Median of N.
    Clients send their ``execute_request`` at once (``--wait-for-ready``: after ``wait_for_ready()``, which
-   adds a fixed ~0.2 s to every row; see ``_anchor.first_reply``).
+   adds a fixed ~0.2 s to every row; see ``_shared.first_reply``).
 2. Shutdown: how long ``shutdown_kernel()`` takes and whether the kernel's process group is really gone
    when it returns (the anchor's lingered ~29 s after its shutdown returned).
 3. Poll cost: one ``poll()`` of a running kernel vs the floor, a bare exec of ``true`` on the same connection.
@@ -48,12 +48,13 @@ os.environ.setdefault("GP_RESPONSE_IP", "127.0.0.1")
 os.environ.setdefault("GP_RESPONSE_PORT", "0")
 
 import paramiko
-from _anchor import (  # bench/_anchor.py, beside this script
-    FIRST_REPLY_SOURCE,
+from _shared import (  # bench/_shared.py, beside this script
+    RUNNER_HELPERS_SOURCE,
     AnchorProcess,
     first_reply,
     free_port,
     shut_down,
+    start_to_first_reply,
 )
 from gp_ssh._connections import POOL, SshTarget
 from gp_ssh._remote import poll as ssh_poll
@@ -68,7 +69,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class Setup:
     def __init__(self, host: str, wait_for_ready: bool) -> None:
         self.host = host
-        self.wait_for_ready = wait_for_ready  # see _anchor.first_reply
+        self.wait_for_ready = wait_for_ready  # see _shared.first_reply
         self.ssh_dir = Path(os.environ.get("GP_TEST_SSH_DIR", ROOT / ".ci-state" / "ssh"))
         self.port = int(os.environ.get("GP_TEST_SSH_PORT", "22222"))
         self.python = os.environ.get("GP_TEST_PYTHON") or sys.executable
@@ -116,16 +117,7 @@ def group_alive(pgid: int) -> bool:
 async def gp_start(setup: Setup) -> tuple[float, float, bool]:
     """(start -> first reply, shutdown duration, group gone when shutdown returned)."""
     km = kernel_manager(setup.work / "specs", "gp")
-    started = time.perf_counter()
-    await km.start_kernel(env=kernel_env())
-    client = km.client()
-    client.start_channels()
-    try:
-        reply = await first_reply(client, setup.wait_for_ready)
-    finally:
-        client.stop_channels()
-    assert reply["status"] == "ok"
-    elapsed = time.perf_counter() - started
+    elapsed = await start_to_first_reply(km, setup.wait_for_ready, env=kernel_env())
     pgid = (await km.provisioner.get_provisioner_info())["handle"]["pgid"]
     started = time.perf_counter()
     await km.shutdown_kernel()
@@ -208,7 +200,7 @@ def start_anchor(setup: Setup, anchor_python: str) -> AnchorProcess:
 # PREFIX, then starts one kernel per line read from stdin and prints one JSON line of figures per kernel:
 # [start -> first reply, shutdown_kernel() duration, seconds its kernel outlived shutdown_kernel()].
 ANCHOR_RUNNER = (
-    FIRST_REPLY_SOURCE
+    RUNNER_HELPERS_SOURCE
     + r"""
 import asyncio, json, os, subprocess, sys, time
 from pathlib import Path
@@ -239,14 +231,9 @@ def alive(pid):
 
 async def once():
     km = AsyncKernelManager(kernel_name="anchor", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)]))
-    started = time.perf_counter()
-    await km.start_kernel(env={**os.environ, "KERNEL_USERNAME": "gp-bench"})
-    client = km.client()
-    client.start_channels()
-    reply = await first_reply(client, os.environ.get("GP_BENCH_WAIT_FOR_READY") == "1")
-    assert reply["status"] == "ok"
-    latency = time.perf_counter() - started
-    client.stop_channels()
+    latency = await start_to_first_reply(
+        km, os.environ.get("GP_BENCH_WAIT_FOR_READY") == "1", env={**os.environ, "KERNEL_USERNAME": "gp-bench"}
+    )
     pid = int(km.provisioner.pid)
     stopping = time.perf_counter()
     await km.shutdown_kernel()

@@ -35,6 +35,15 @@ WHERE_AM_I = (
 )
 
 
+async def wait_until_dead(km, seconds: float) -> None:
+    """Poll ``km`` every 0.1 s until it reports its kernel dead; fail if it still lives after ``seconds``."""
+    for _ in range(round(seconds * 10)):
+        if not await km.is_alive():
+            return
+        await asyncio.sleep(0.1)
+    assert not await km.is_alive(), f"the kernel still lives after {seconds} s"
+
+
 async def test_execute_interrupt_restart_shutdown(kernels, docker_api, leftovers, monkeypatch):
     monkeypatch.setenv("GP_SERVER_ONLY_SECRET", "must-not-reach-the-kernel")
     kernels.spec()
@@ -180,11 +189,7 @@ async def test_a_kernel_whose_container_dies_is_reported_dead(kernels, docker_ap
     kernel_id = await kernels.start(km)
     for container in docker_api.containers(filters={"label": f"kernel_id={kernel_id}"}):
         docker_api.kill(container["Id"])
-    for _ in range(200):
-        if not await km.is_alive():
-            break
-        await asyncio.sleep(0.1)
-    assert not await km.is_alive()
+    await wait_until_dead(km, seconds=20)
     await km.shutdown_kernel(now=True)
     assert leftovers({kernel_id}) == []
 
@@ -274,11 +279,7 @@ async def test_a_second_manager_adopts_a_running_kernel(kernels, docker_api, lef
     assert not await other.is_alive()
     assert leftovers({kernel_id}) == []
     # The first manager sees its kernel gone, and shutting it down again is a harmless no-op.
-    for _ in range(100):
-        if not await km.is_alive():
-            break
-        await asyncio.sleep(0.1)
-    assert not await km.is_alive()
+    await wait_until_dead(km, seconds=10)
     await km.shutdown_kernel(now=True)
     assert leftovers({kernel_id}) == []
 

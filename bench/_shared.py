@@ -1,6 +1,8 @@
-"""Driving gateway_provisioners 0.5.0 (the anchor) from its own venv, interleaved with gp's runs.
+"""What the benchmarks share: how start latency is measured, and driving gateway_provisioners 0.5.0 (the
+anchor) from its own venv, interleaved with gp's runs.
 
-A benchmark starts one long-lived runner script in the anchor's venv; each request line written to its
+:func:`start_to_first_reply` is the one start measurement of every row (gp's, a bare kernel's, the
+anchor's: its source is sent to the anchor's runner). A benchmark starts one long-lived runner script in the anchor's venv; each request line written to its
 stdin makes it start (and stop) one kernel and answer with one JSON line of figures, so the anchor's runs
 interleave with gp's and the machine's noise hits both alike.
 """
@@ -13,6 +15,7 @@ import inspect
 import json
 import socket
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,8 +50,24 @@ async def shut_down(client: Any) -> None:
             return
 
 
-#: :func:`first_reply`'s source, for the runner scripts that run in the anchor's venv.
-FIRST_REPLY_SOURCE = "from typing import Any\n" + inspect.getsource(first_reply)
+async def start_to_first_reply(km: Any, wait_for_ready: bool, **start: Any) -> float:
+    """Seconds from ``km.start_kernel(**start)`` to its first ``execute_reply`` (see :func:`first_reply`)."""
+    started = time.perf_counter()
+    await km.start_kernel(**start)
+    client = km.client()
+    client.start_channels()
+    try:
+        reply = await first_reply(client, wait_for_ready)
+    finally:
+        client.stop_channels()
+    assert reply["status"] == "ok", reply
+    return time.perf_counter() - started
+
+
+#: The measuring functions' source, for the runner scripts that run in the anchor's venv.
+RUNNER_HELPERS_SOURCE = "import time\nfrom typing import Any\n\n" + "\n\n".join(
+    inspect.getsource(function) for function in (first_reply, start_to_first_reply)
+)
 
 
 def free_port() -> int:
