@@ -55,10 +55,15 @@ async def poll(handle: Handle, options: DockerOptions, launching: bool, log: log
         not_before=_client.created_at.get(container_id, float("-inf")),
     )
     status = listing.get(container_id)
-    if status is not None and status.state in ALIVE_STATES:
+    # The daemon sends "die" before its listing stops saying "running": a listing fetched right after
+    # the event would hide the exit until it ages out, so the event wins.
+    died = _client.EVENTS.exit_code(container_id)
+    if status is not None and status.state in ALIVE_STATES and died is None:
         return None
     if launching:
         raise LaunchError(await asyncio.to_thread(_client.container_failure, handle))
+    if died is not None:
+        return died
     if status is None or status.exit_code is None:
         return 0
     return status.exit_code
