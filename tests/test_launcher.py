@@ -401,6 +401,64 @@ def test_unknown_kernel_class_exits_non_zero(launches: Launches, listener_key: s
     assert "cannot import --kernel-class-name 'no.such.Kernel'" in launches.stderr()
 
 
+async def test_the_report_goes_out_before_the_kernel_is_built_and_early_requests_wait(
+    listener: ResponseListener, launches: Launches, tmp_path: Path
+) -> None:
+    """The connection info goes out once the ports are bound, while the kernel object and its shell are
+    still being created (~80 ms): an interrupt sent then is harmless, and a request sent then is answered
+    once the kernel is up. The kernel class here is built only once the test has its report."""
+    go = tmp_path / "go"
+    (tmp_path / "gated_kernel.py").write_text(
+        "import os, time\nfrom ipykernel.ipkernel import IPythonKernel\n\n"
+        "class GatedKernel(IPythonKernel):\n"
+        "    def __init__(self, **kwargs):\n"
+        f"        while not os.path.exists({str(go)!r}):\n"
+        "            time.sleep(0.01)\n"
+        "        super().__init__(**kwargs)\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc, pending = launches.launch(
+        listener, "kernel-early", "--kernel-class-name", "gated_kernel.GatedKernel", env=env
+    )
+    report = await wait_report(pending, proc, launches)
+    key = report.connection_info["key"]
+    reply = await comm_request("127.0.0.1", report.comm_port, key, "signal", signum=signal.SIGINT)
+    assert reply["ok"] is True
+    client = AsyncKernelClient()
+    client.load_connection_info(report.connection_info)
+    client.start_channels()
+    try:
+        msg_id = client.execute("print('up')")  # no wait_for_ready: ZMQ queues it until the kernel reads
+        go.touch()
+        while True:
+            msg = await client.get_shell_msg(timeout=TIMEOUT)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                break
+        assert msg["content"]["status"] == "ok"
+        assert proc.poll() is None
+    finally:
+        client.stop_channels()
+
+
+async def test_a_kernel_failing_after_the_report_exits_non_zero_with_the_reason(
+    listener: ResponseListener, launches: Launches, tmp_path: Path
+) -> None:
+    (tmp_path / "broken_kernel.py").write_text(
+        "from ipykernel.ipkernel import IPythonKernel\n\n"
+        "class BrokenKernel(IPythonKernel):\n"
+        "    def __init__(self, **kwargs):\n"
+        "        raise RuntimeError('no licence for this kernel')\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc, pending = launches.launch(
+        listener, "kernel-broken", "--kernel-class-name", "broken_kernel.BrokenKernel", env=env
+    )
+    assert await wait_exit(proc) == 1
+    assert pending.future.done()  # reported: the server learns of the failure as the kernel's exit
+    stderr = launches.stderr()
+    assert "the kernel failed to initialize" in stderr and "no licence for this kernel" in stderr
+
+
 # ------------------------------------------------------------------------------------------ spark / dask
 
 
