@@ -157,7 +157,7 @@ def launches(tmp_path: Path) -> Iterator[Launches]:
 
 
 async def wait_report(
-    pending: PendingLaunch, proc: subprocess.Popen[bytes], launches: Launches
+    pending: PendingLaunch, proc: subprocess.Popen[bytes], launches: Launches, name: str = "launcher"
 ) -> LaunchReport:
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -165,8 +165,8 @@ async def wait_report(
         if done:
             return pending.future.result()
         if proc.poll() is not None:
-            pytest.fail(f"launcher exited with {proc.returncode} before reporting:\n{launches.stderr()}")
-    pytest.fail(f"no report within {TIMEOUT} s:\n{launches.stderr()}")
+            pytest.fail(f"launcher exited with {proc.returncode} before reporting:\n{launches.stderr(name)}")
+    pytest.fail(f"no report within {TIMEOUT} s:\n{launches.stderr(name)}")
 
 
 async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
@@ -457,6 +457,77 @@ async def test_a_kernel_failing_after_the_report_exits_non_zero_with_the_reason(
     assert pending.future.done()  # reported: the server learns of the failure as the kernel's exit
     stderr = launches.stderr()
     assert "the kernel failed to initialize" in stderr and "no licence for this kernel" in stderr
+
+
+# ------------------------------------------------------------------------------------------ --park
+
+
+def park(launches: Launches, name: str = "parked") -> subprocess.Popen[bytes]:
+    """A launcher started with ``--park`` alone, its stdin a pipe the test writes the assignment to."""
+    base = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
+    with open(launches.tmp_path / f"{name}.err", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(LAUNCHER_PATH), "--park"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=base,
+        )
+    launches.procs.append(proc)
+    return proc
+
+
+async def test_a_parked_launcher_takes_its_arguments_and_env_from_stdin(
+    listener: ResponseListener, launches: Launches
+) -> None:
+    proc = park(launches)
+    pending = listener.register("kernel-parked")
+    assignment = {
+        "argv": ["--kernel-id", "kernel-parked", "--response-address", listener.response_address,
+                 "--public-key", listener.public_key, "--ip", "127.0.0.1"],
+        "env": {"GP_LAUNCH_TOKEN": pending.token, "KERNEL_USERNAME": "alice", "KERNEL_ODD": "a b;$(x)"},
+    }  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(assignment).encode() + b"\n")
+    proc.stdin.close()  # what the pool's detach does: the kernel never reads its stdin
+    report = await wait_report(pending, proc, launches, name="parked")
+    client = await connect(report)
+    try:
+        code = "import os; e = os.environ; print(e['KERNEL_USERNAME'], e['KERNEL_ODD'], 'GP_LAUNCH_TOKEN' in e)"
+        output, reply = await run(client, code)
+        assert reply["status"] == "ok" and output == "alice a b;$(x) False\n"
+        interrupted = await interrupt_sleep(client, report)
+        assert interrupted["ename"] == "KeyboardInterrupt"
+    finally:
+        client.stop_channels()
+
+
+def test_a_parked_launcher_exits_quietly_when_its_pool_goes_away(launches: Launches) -> None:
+    proc = park(launches)
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert proc.wait(TIMEOUT) == 0
+    assert "gp launcher" not in launches.stderr("parked")  # (debugpy may warn about frozen modules)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"not json\n", "the assignment is not JSON"),
+        (b'{"argv": "--kernel-id x", "env": {}}\n', '"argv", a list of strings'),
+        (b'{"argv": [], "env": {"A": 1}}\n', '"env", an object of strings'),
+        (b'{"argv": [], "env": {"A=B": "c"}}\n', "the assignment's env is not usable"),
+        (b"x" * (1024 * 1024 + 10) + b"\n", "the assignment exceeds 1048576 bytes"),
+    ],
+)
+def test_a_parked_launcher_refuses_garbage_on_stdin(launches: Launches, line: bytes, message: str) -> None:
+    proc = park(launches)
+    try:
+        proc.communicate(line, timeout=TIMEOUT)
+    except BrokenPipeError:  # it may stop reading an oversize line before the test stops writing
+        proc.wait(TIMEOUT)
+    assert proc.returncode == 2
+    assert message in launches.stderr("parked")
 
 
 # ------------------------------------------------------------------------------------------ spark / dask

@@ -37,6 +37,7 @@ X25519_SPKI_PREFIX = bytes.fromhex("302a300506032b656e032100")
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 4 * 1024
 MAX_COMM_BYTES = 4 * 1024
+MAX_ASSIGNMENT_BYTES = 1024 * 1024
 COMM_MAX_CLOCK_SKEW = 300.0
 COMM_READ_TIMEOUT = 5.0
 COMM_MAX_CONNECTIONS = 8
@@ -76,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="launch_ipykernel.py",
         description="Start an IPython kernel in this process and report its connection info to a gp server.",
+        epilog="With --park as its only argument, the launcher imports ipykernel first, then takes these "
+        "arguments and its environment from one JSON line on stdin (docs/protocol.md section 4).",
     )
     parser.add_argument("--kernel-id", default=env.get("KERNEL_ID"), help="the kernel's id (env KERNEL_ID)")
     parser.add_argument(
@@ -647,11 +650,69 @@ def install_spark_cancel_handler(app: Any) -> None:
         signal.signal(signal.SIGUSR2, cancel_jobs)
 
 
+# --------------------------------------------------------------------------------------------- parking
+
+
+def preimport(kernel_class_name: str = "ipykernel.ipkernel.IPythonKernel") -> None:
+    """Import what every launch needs, before anything is known of the kernel: ipykernel and IPython,
+    the default kernel class with its debugger (debugpy), and the payload crypto (~200 ms together)."""
+    import importlib
+
+    import ipykernel.kernelapp  # noqa: F401
+
+    _import_crypto()
+    module = kernel_class_name.rpartition(".")[0]
+    for name in (module, "ipykernel.debugger"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # a broken import is reported by the launch itself, with its reason
+            pass
+
+
+def wait_for_assignment(stream: Any) -> list[str] | None:
+    """``--park``: preimport, then read one assignment line from ``stream`` (docs/protocol.md §4).
+
+    Applies the assignment's environment and returns its launcher arguments; ``None`` on end of input
+    (the pool that parked this launcher is gone: exit quietly).
+
+    :raises LaunchFailed: The line is not an assignment.
+    """
+    preimport()
+    line = stream.readline(MAX_ASSIGNMENT_BYTES + 1)
+    if not line:
+        return None
+    if len(line) > MAX_ASSIGNMENT_BYTES:
+        raise LaunchFailed(f"--park: the assignment exceeds {MAX_ASSIGNMENT_BYTES} bytes")
+    try:
+        assignment = json.loads(line)
+    except (ValueError, RecursionError):
+        raise LaunchFailed("--park: the assignment is not JSON") from None
+    argv = assignment.get("argv") if isinstance(assignment, dict) else None
+    env = assignment.get("env") if isinstance(assignment, dict) else None
+    if not (isinstance(argv, list) and all(isinstance(item, str) for item in argv)):
+        raise LaunchFailed('--park: the assignment needs "argv", a list of strings')
+    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+        raise LaunchFailed('--park: the assignment needs "env", an object of strings')
+    try:
+        os.environ.update(env)
+    except ValueError as exc:  # e.g. a NUL or '=' in a name
+        raise LaunchFailed(f"--park: the assignment's env is not usable: {exc}") from None
+    return argv
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
     global _stderr_fd
+    if (sys.argv[1:] if argv is None else argv) == ["--park"]:
+        try:
+            argv = wait_for_assignment(sys.stdin.buffer)
+        except LaunchFailed as exc:
+            say(str(exc))
+            return 2
+        if argv is None:
+            return 0
     args = parse_args(argv)
     os.environ.pop("GP_LAUNCH_TOKEN", None)  # one-shot, and no business of the kernel's subprocesses
     _stderr_fd = os.dup(2)  # ipykernel soon captures fd 2 for the notebook; our errors belong in the log
