@@ -9,3 +9,13 @@ backend modules do.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def close_pools() -> None:
+    """Remove every container this process's pools (option ``pool_size``) hold parked; blocking.
+
+    Also run at interpreter exit. Imports the docker SDK.
+    """
+    from ._pool import close_pools as close
+
+    close()

@@ -27,6 +27,8 @@ from ._options import APP_LABEL
 
 T = TypeVar("T")
 
+#: Label of the containers gp_docker._pool parks (defined here: both modules need it).
+POOL_LABEL = "gp.pool"
 #: Filter of every listing: what gp-docker created, and nothing else on the daemon.
 KERNEL_FILTER = {"label": ["component=kernel", f"app={APP_LABEL}"]}
 LOG_TAIL_LINES = 40
@@ -331,8 +333,12 @@ def wait_until(
 # Containers (backend "docker")
 
 
-def create_container(resources: Resources, log: logging.Logger) -> Handle:
-    """Create and start the kernel's container; return its handle. Removes it again if starting fails."""
+def create_container(resources: Resources, log: logging.Logger, stdin_once: bool = False) -> Handle:
+    """Create and start the kernel's container; return its handle. Removes it again if starting fails.
+
+    ``stdin_once``: the container's stdin is open, and closes when its first attached client detaches
+    (a parked container's, see :mod:`gp_docker._pool`).
+    """
     api = get_api()
     network = resources["network"]
     volumes = resources["volumes"]
@@ -357,13 +363,23 @@ def create_container(resources: Resources, log: logging.Logger) -> Handle:
         "detach": True,
         "use_config_proxy": False,  # the server's ~/.docker proxy settings are not the kernel's business
     }
+
+    def create() -> str:
+        if not stdin_once:
+            return str(api.create_container(**create_args)["Id"])
+        # docker-py has no StdinOnce argument: build the config, then set it
+        config_args = {k: v for k, v in create_args.items() if k not in ("name", "use_config_proxy")}
+        config = api.create_container_config(**config_args, stdin_open=True)
+        config["StdinOnce"] = True
+        return str(api.create_container_from_config(config, resources["name"])["Id"])
+
     try:
         try:
-            container_id = api.create_container(**create_args)["Id"]
+            container_id = create()
         except APIError as exc:
             if exc.status_code != 409 or not _remove_stale_container(resources, log):
                 raise
-            container_id = api.create_container(**create_args)["Id"]
+            container_id = create()
     except ImageNotFound as exc:
         raise BackendError(
             f"Kernel image {resources['image']!r} is not on the docker host: build or pull it there first "
@@ -372,11 +388,9 @@ def create_container(resources: Resources, log: logging.Logger) -> Handle:
     except SDK_ERRORS as exc:
         raise BackendError(f"Could not create kernel container {resources['name']}: {describe(exc)}") from exc
     created_at[container_id] = time.monotonic()
-    handle: Handle = {
-        "container_id": container_id,
-        "name": resources["name"],
-        "kernel_id": resources["labels"]["kernel_id"],
-    }
+    handle: Handle = {"container_id": container_id, "name": resources["name"]}
+    if "kernel_id" in resources["labels"]:  # a parked container has none yet
+        handle["kernel_id"] = resources["labels"]["kernel_id"]
     try:
         api.start(container_id)
         if network not in ("host", "none"):
@@ -402,7 +416,11 @@ def _remove_stale_container(resources: Resources, log: logging.Logger) -> bool:
         labels = api.inspect_container(resources["name"])["Config"].get("Labels") or {}
     except NotFound:
         return True  # gone meanwhile: just retry
-    if labels.get("kernel_id") != resources["labels"]["kernel_id"] or labels.get("app") != APP_LABEL:
+    # A pooled kernel's container has no kernel_id label (it was parked first); it bears the name.
+    ours = labels.get("kernel_id") == resources["labels"]["kernel_id"] or (
+        "kernel_id" not in labels and POOL_LABEL in labels
+    )
+    if not ours or labels.get("app") != APP_LABEL:
         raise BackendError(
             f"A container named {resources['name']} already exists and is not this kernel's; not touching it"
         )
@@ -551,7 +569,11 @@ def _remove_stale_service(resources: Resources, log: logging.Logger) -> bool:
     except NotFound:
         return True
     labels = (service.get("Spec") or {}).get("Labels") or {}
-    if labels.get("kernel_id") != resources["labels"]["kernel_id"] or labels.get("app") != APP_LABEL:
+    # A pooled kernel's container has no kernel_id label (it was parked first); it bears the name.
+    ours = labels.get("kernel_id") == resources["labels"]["kernel_id"] or (
+        "kernel_id" not in labels and POOL_LABEL in labels
+    )
+    if not ours or labels.get("app") != APP_LABEL:
         raise BackendError(
             f"A swarm service named {resources['name']} already exists and is not this kernel's; "
             "not touching it"

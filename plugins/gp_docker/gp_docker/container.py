@@ -12,9 +12,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gp_core import Handle, LaunchError, Resources, hookimpl
+from gp_core import BackendError, Handle, LaunchError, Resources, hookimpl
 
-from . import _client
+from . import _client, _pool
 from ._kernelspec import docker_kernel_spec
 from ._options import DockerOptions
 from ._spec import render
@@ -36,10 +36,27 @@ def render_resources(
 
 
 @hookimpl
-async def launch(resources: Resources, log: logging.Logger) -> Handle:
+async def launch(resources: Resources, options: DockerOptions, log: logging.Logger) -> Handle:
     def undo(handle: Handle) -> None:
         _client.remove_container(handle, graceful=False, stop_timeout=0, keep=False, log=log)
 
+    if options.pool_size:
+        pool = _pool.pool_for(resources, options.pool_size)
+        parked = pool.take() if pool is not None else None
+        if parked is not None:
+            try:
+                handle = await _client.create_in_thread(
+                    partial(_pool.assign, parked, resources, log), undo, log
+                )
+            except BackendError as exc:
+                log.warning("%s; starting a new container instead", exc)
+            else:
+                log.debug(
+                    "Kernel container %s (%s) taken from the pool", handle["name"], parked.container_id[:12]
+                )
+                return handle
+        elif pool is None:
+            log.debug("pool_size is set, but this kernel's argv does not run gp's launcher: not pooled")
     handle = await _client.create_in_thread(partial(_client.create_container, resources, log), undo, log)
     log.debug("Kernel container %s (%s) started", handle["name"], handle["container_id"][:12])
     return handle

@@ -79,14 +79,21 @@ def backend(request: pytest.FixtureRequest, docker_api_or_error: Any) -> str:
     return name
 
 
+def _kernel_containers(api: Any, kernel_id: str) -> list[dict[str, Any]]:
+    """Containers labelled with ``kernel_id``, and those named after it (a pooled kernel's container was
+    parked before its kernel existed, so it has no ``kernel_id`` label)."""
+    rows = {c["Id"]: c for c in api.containers(all=True, filters={"label": [f"kernel_id={kernel_id}"]})}
+    named = api.containers(all=True, filters={"name": kernel_id, "label": ["component=kernel"]})
+    rows.update({c["Id"]: c for c in named})
+    return list(rows.values())
+
+
 def find_leftovers(api: Any, kernel_ids: set[str]) -> list[str]:
-    """Containers and services still carrying one of ``kernel_ids``."""
+    """Containers and services still carrying (or named after) one of ``kernel_ids``."""
     found = []
     for kernel_id in kernel_ids:
         label = {"label": [f"kernel_id={kernel_id}", "component=kernel"]}
-        found += [
-            f"container {c['Names'][0]} ({c['State']})" for c in api.containers(all=True, filters=label)
-        ]
+        found += [f"container {c['Names'][0]} ({c['State']})" for c in _kernel_containers(api, kernel_id)]
         found += [f"service {s['Spec']['Name']}" for s in api.services(filters=label)]
     return found
 
@@ -101,7 +108,7 @@ def remove_leftovers(api: Any, kernel_ids: set[str]) -> None:
                 api.remove_service(service["ID"])
             except docker.errors.NotFound:
                 pass
-        for container in api.containers(all=True, filters=label):
+        for container in _kernel_containers(api, kernel_id):
             try:
                 api.remove_container(container["Id"], force=True, v=True)
             except docker.errors.NotFound:

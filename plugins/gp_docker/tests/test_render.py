@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+from gp_docker import _pool
 from gp_docker._options import DockerOptions, DockerSwarmOptions, parse_id, parse_memory
 from gp_docker._spec import resource_name
 
@@ -314,6 +315,8 @@ def test_swarm_options_inherit_docker_config():
         {"network": " "},
         {"working_dir": "relative"},
         {"status_interval": 0},
+        {"pool_size": -1},
+        {"pool_size": 33},
     ],
 )
 def test_invalid_options_are_refused_before_launch(values):
@@ -333,3 +336,31 @@ def test_importing_core_does_not_import_docker():
     code = "import gp_core, gp_core.provisioner, gp_docker, gp_docker.bootstrap, sys; print('docker' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_pool_size_is_the_docker_backends_only(monkeypatch):
+    monkeypatch.setenv("GP_DOCKER_POOL_SIZE", "3")
+    assert get_backend("docker").make_options({"image": "i"}).pool_size == 3
+    assert get_backend("docker-swarm").make_options({"image": "i"}).pool_size == 0  # the env is not its
+    with pytest.raises(InvalidOptionError, match="pool_size is not available on docker-swarm"):
+        get_backend("docker-swarm").make_options({"image": "i", "pool_size": 1})
+
+
+def test_pool_shapes_tell_apart_what_a_parked_container_cannot_change():
+    base = _pool.pool_shape(render())
+    assert base is not None
+    assert _pool.pool_shape(render(KERNEL_FOO="other", KERNEL_USERNAME="bob")) == base  # assigned at launch
+    assert _pool.pool_shape(render(KERNEL_UID="2000", KERNEL_GID="100")) != base  # set at creation
+    assert _pool.pool_shape(render(PYTHONHASHSEED="1")) != base  # read as the interpreter starts
+    assert _pool.pool_shape(render("docker", {"image": "other/image"})) != base
+    assert _pool.pool_shape(render("docker-swarm")) is None  # a service: no stdin to assign through
+    plugin = get_backend("docker")
+    not_ours = plugin.hook.render_resources(
+        kernel_id=KERNEL_ID,
+        cmd=["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        env=launch_env(),
+        options=plugin.make_options({"image": "gp/kernel-py:test"}),
+        namespace=None,
+        log=LOG,
+    )
+    assert _pool.pool_shape(not_ours) is None  # only gp's launcher can park
