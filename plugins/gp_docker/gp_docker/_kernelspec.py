@@ -14,7 +14,7 @@ IMAGE_LAUNCHER = "/usr/local/bin/kernel-launchers/python/launch_ipykernel.py"
 def docker_kernel_spec(
     app: Any, kernel_spec: dict[str, Any], spec_dir: Path, log: logging.Logger
 ) -> dict[str, Any]:
-    """Point argv at the launcher inside the image and record the image (and network) options."""
+    """Point argv at the launcher inside the image and record the image, network and pool options."""
     shutil.rmtree(spec_dir / "scripts", ignore_errors=True)  # core staged a local launcher: not used here
     python = getattr(app, "python", "") or "python3"
     kernel_spec["argv"] = [python, IMAGE_LAUNCHER, *app.launcher_args()]
@@ -23,6 +23,8 @@ def docker_kernel_spec(
         value = getattr(app, attribute, "")
         if value:
             config[option] = value
+    if getattr(app, "pool_size", 0):
+        config["pool_size"] = app.pool_size
     if "image" not in config:
         log.warning("No --image-name given: these kernels will run the server's GP_IMAGE_NAME image")
     return kernel_spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Integer, TraitError, Unicode, default, validate
 
 from gp_core import env_default
 from gp_core.specapp import InstallSpecApp, SpecInstallerApp
@@ -27,11 +27,18 @@ class DockerInstallSpecApp(InstallSpecApp):
         config=True,
         help="Docker network for the kernel, e.g. host (unset: the server's GP_DOCKER_NETWORK).",
     )
+    pool_size = Integer(
+        0,
+        config=True,
+        help="Containers to keep parked for this kernel, so it starts faster (docker only; unset: the "
+        "server's GP_DOCKER_POOL_SIZE).",
+    )
 
     aliases = {
         **InstallSpecApp.aliases,
         "image-name": "DockerInstallSpecApp.image_name",
         "network": "DockerInstallSpecApp.network",
+        "pool-size": "DockerInstallSpecApp.pool_size",
     }
     flags = {
         **InstallSpecApp.flags,
@@ -42,6 +49,15 @@ class DockerInstallSpecApp(InstallSpecApp):
     }
 
     _image_name_default = default("image_name")(env_default("GP_IMAGE_NAME", ""))
+
+    @validate("pool_size")
+    def _check_pool_size(self, proposal: Any) -> int:
+        from ._options import MAX_POOL_SIZE
+
+        value = int(proposal["value"])
+        if not 0 <= value <= MAX_POOL_SIZE:
+            raise TraitError(f"--pool-size must be within 0..{MAX_POOL_SIZE}, not {value}")
+        return value
 
     @property  # type: ignore[override]
     def backend_name(self) -> str:

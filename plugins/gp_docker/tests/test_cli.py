@@ -58,6 +58,7 @@ def test_docker_spec_install_golden(tmp_path, no_docker_env):
         "--port-range=40000..42000",
         "--launch-timeout=45",
         "--network=kernels",
+        "--pool-size=2",
         "--ipykernel-subclass-name=ipykernel.ipkernel.IPythonKernel",
     )
     assert result.returncode == 0, result.stderr
@@ -80,6 +81,7 @@ def test_docker_spec_install_golden(tmp_path, no_docker_env):
                     "port_range": "40000..42000",
                     "image": "site/kernel-py:1.2",
                     "network": "kernels",
+                    "pool_size": 2,
                 },
             },
         },
@@ -117,6 +119,10 @@ def test_docker_spec_refuses_bad_input(tmp_path):
     assert docker_spec("install", f"--prefix={tmp_path}", "--language=r").returncode != 0
     result = docker_spec("install", f"--prefix={tmp_path}", "--network= ")  # checked like a launch would
     assert result.returncode != 0 and "network" in result.stderr
+    result = docker_spec("install", f"--prefix={tmp_path}", "--pool-size=99")
+    assert result.returncode != 0 and "--pool-size must be within 0..32" in result.stderr
+    result = docker_spec("install", f"--prefix={tmp_path}", "--pool-size=1", "--swarm")
+    assert result.returncode != 0 and "pool_size is not available on docker-swarm" in result.stderr
     assert not (tmp_path / "share").exists()
 
 
