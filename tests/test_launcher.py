@@ -493,7 +493,9 @@ async def test_a_parked_launcher_takes_its_arguments_and_env_from_stdin(
     report = await wait_report(pending, proc, launches, name="parked")
     client = await connect(report)
     try:
-        code = "import os; e = os.environ; print(e['KERNEL_USERNAME'], e['KERNEL_ODD'], 'GP_LAUNCH_TOKEN' in e)"
+        code = (
+            "import os; e = os.environ; print(e['KERNEL_USERNAME'], e['KERNEL_ODD'], 'GP_LAUNCH_TOKEN' in e)"
+        )
         output, reply = await run(client, code)
         assert reply["status"] == "ok" and output == "alice a b;$(x) False\n"
         interrupted = await interrupt_sleep(client, report)
