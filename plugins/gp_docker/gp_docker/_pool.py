@@ -56,6 +56,7 @@ class Parked:
     ip: str | None
     stdin: Any  # the held attach socket
     created: float  # time.monotonic()
+    image_id: str  # what the image reference named when it was parked
 
 
 def pool_shape(resources: Resources) -> dict[str, Any] | None:
@@ -246,13 +247,15 @@ def park_container(shape: dict[str, Any]) -> Parked:
         "nano_cpus": shape["nano_cpus"],
         "memory_bytes": shape["memory_bytes"],
     }
+    api = _client.get_api()
     handle = _client.create_container(resources, log, stdin_once=True)
     try:
-        stdin = _client.get_api().attach_socket(handle["container_id"], params={"stdin": 1, "stream": 1})
+        stdin = api.attach_socket(handle["container_id"], params={"stdin": 1, "stream": 1})
+        image_id = api.inspect_container(handle["container_id"])["Image"]
     except BaseException:
         _client.remove_container(handle, graceful=False, stop_timeout=0, keep=False, log=log)
         raise
-    return Parked(handle["container_id"], name, handle.get("ip"), stdin, time.monotonic())
+    return Parked(handle["container_id"], name, handle.get("ip"), stdin, time.monotonic(), image_id)
 
 
 def assign(parked: Parked, resources: Resources, log: logging.Logger) -> Handle:
@@ -268,6 +271,8 @@ def assign(parked: Parked, resources: Resources, log: logging.Logger) -> Handle:
         handle["ip"] = parked.ip
     _client.created_at[parked.container_id] = parked.created
     try:
+        if api.inspect_image(resources["image"])["Id"] != parked.image_id:
+            raise BackendError(f"{resources['image']} names another image than when {parked.name} was parked")
         try:
             api.rename(parked.container_id, resources["name"])
         except APIError as exc:

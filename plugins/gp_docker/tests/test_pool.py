@@ -120,6 +120,38 @@ async def test_a_parked_container_removed_behind_the_pools_back_means_a_cold_sta
     assert output == "cold\n"
 
 
+async def test_a_parked_container_of_an_image_since_rebuilt_is_not_used(kernels, docker_api):
+    import io
+    import uuid
+
+    reference = f"gp/kernel-py:pool-retag-{uuid.uuid4().hex[:8]}"
+    repository, tag = reference.split(":")
+    docker_api.tag(IMAGE, repository, tag)
+    try:
+        kernels.spec(config={"pool_size": 1, "image": reference})
+        await kernels.start(kernels.manager())
+        await settle()
+        (parked,) = parked_ids()
+        dockerfile = f"FROM {IMAGE}\nLABEL gp.test=rebuilt\n".encode()
+        list(docker_api.build(fileobj=io.BytesIO(dockerfile), tag=reference, rm=True))  # the tag moves on
+
+        km = kernels.manager()
+        await kernels.start(km)
+        handle = km.provisioner._handle
+        assert handle["container_id"] != parked
+        assert (
+            docker_api.inspect_container(handle["container_id"])["Config"]["Labels"]["gp.test"] == "rebuilt"
+        )
+        assert docker_api.containers(all=True, filters={"id": parked}) == []  # discarded, not kept
+        output, _ = await execute(km, "print('new image')")
+        assert output == "new image\n"
+    finally:
+        await kernels.shutdown_all()
+        gp_docker.close_pools()
+        with contextlib.suppress(docker.errors.APIError):
+            docker_api.remove_image(reference, force=True)
+
+
 SERVER = textwrap.dedent(
     """
     import json, os, sys, time
