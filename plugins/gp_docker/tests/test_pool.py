@@ -152,6 +152,25 @@ async def test_a_parked_container_of_an_image_since_rebuilt_is_not_used(kernels,
             docker_api.remove_image(reference, force=True)
 
 
+async def test_hostile_request_values_reach_a_pooled_kernel_as_inert_data(kernels, docker_api):
+    kernels.spec(config={"pool_size": 1})
+    await kernels.start(kernels.manager())
+    await settle()
+    (parked,) = parked_ids()
+
+    hostile = '$(touch /tmp/gp-pwned); `id` && echo ${HOME} \'"\n{"argv": []}\n'
+    km = kernels.manager()
+    kernel_id = await kernels.start(km, KERNEL_USERNAME="Mallory.$(id)", KERNEL_EXTRA=hostile)
+    assert km.provisioner._handle["container_id"] == parked
+    output, _ = await execute(
+        km,
+        "import os, json; print(json.dumps([os.environ.get('KERNEL_USERNAME'), os.environ.get('KERNEL_EXTRA'), "
+        "os.path.exists('/tmp/gp-pwned')]))",
+    )
+    assert json.loads(output) == ["Mallory.$(id)", hostile, False]
+    assert docker_api.inspect_container(parked)["Name"] == f"/mallory-id-{kernel_id}"
+
+
 SERVER = textwrap.dedent(
     """
     import json, os, sys, time
