@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Bool, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Integer, Unicode, default
 
 from gp_core import env_default
 from gp_core.specapp import InstallSpecApp, SpecInstallerApp
@@ -30,8 +30,8 @@ class DockerInstallSpecApp(InstallSpecApp):
     pool_size = Integer(
         0,
         config=True,
-        help="Containers to keep parked for this kernel, so it starts faster (docker only; unset: the "
-        "server's GP_DOCKER_POOL_SIZE).",
+        help="Containers to keep parked for this kernel, so it starts faster (docker only; checked like a "
+        "launch's options; unset: the server's GP_DOCKER_POOL_SIZE).",
     )
 
     aliases = {
@@ -49,15 +49,6 @@ class DockerInstallSpecApp(InstallSpecApp):
     }
 
     _image_name_default = default("image_name")(env_default("GP_IMAGE_NAME", ""))
-
-    @validate("pool_size")
-    def _check_pool_size(self, proposal: Any) -> int:
-        from ._options import MAX_POOL_SIZE
-
-        value = int(proposal["value"])
-        if not 0 <= value <= MAX_POOL_SIZE:
-            raise TraitError(f"--pool-size must be within 0..{MAX_POOL_SIZE}, not {value}")
-        return value
 
     @property  # type: ignore[override]
     def backend_name(self) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gp_docker import _client
 from gp_docker._kernelspec import IMAGE_LAUNCHER
 
 from gp_core.testing import kernel_env, kernel_manager, launcher_argv, require_backend, write_kernelspec
@@ -27,6 +28,13 @@ def _loopback_listener(monkeypatch: pytest.MonkeyPatch) -> None:
     # Test traffic stays on 127.0.0.1; port 0 so concurrent test runs never fight over 8877.
     monkeypatch.setenv("GP_RESPONSE_IP", "127.0.0.1")
     monkeypatch.setenv("GP_RESPONSE_PORT", "0")
+
+
+class QuietEvents(_client.EventWatcher):
+    """The event watcher without its thread, for unit tests: they feed it events by hand."""
+
+    def ensure_running(self) -> None:
+        pass
 
 
 def _docker_api() -> Any:

@@ -120,7 +120,7 @@ def test_docker_spec_refuses_bad_input(tmp_path):
     result = docker_spec("install", f"--prefix={tmp_path}", "--network= ")  # checked like a launch would
     assert result.returncode != 0 and "network" in result.stderr
     result = docker_spec("install", f"--prefix={tmp_path}", "--pool-size=99")
-    assert result.returncode != 0 and "--pool-size must be within 0..32" in result.stderr
+    assert result.returncode != 0 and "pool_size must be within 0..32" in result.stderr
     result = docker_spec("install", f"--prefix={tmp_path}", "--pool-size=1", "--swarm")
     assert result.returncode != 0 and "pool_size is not available on docker-swarm" in result.stderr
     assert not (tmp_path / "share").exists()

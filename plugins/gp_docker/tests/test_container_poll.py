@@ -12,6 +12,8 @@ from gp_docker import _client
 from gp_core import LaunchError
 from gp_core.plugins import get_backend
 
+from .conftest import QuietEvents
+
 CONTAINER_ID = "feed" * 16
 LOG = logging.getLogger("test")
 HANDLE = {"container_id": CONTAINER_ID, "name": "alice-k1", "kernel_id": "k1"}
@@ -35,13 +37,6 @@ class FakeAPI:
 
 def row(state: str, status: str) -> dict[str, Any]:
     return {"Id": CONTAINER_ID, "State": state, "Status": status, "Names": ["/alice-k1"]}
-
-
-class QuietEvents(_client.EventWatcher):
-    """The event watcher without its thread: the tests feed it events by hand."""
-
-    def ensure_running(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from gp_docker import _client, swarm
 from gp_core import LaunchError
 from gp_core.plugins import get_backend
 
+from .conftest import QuietEvents
+
 KERNEL_ID = "5a0c9f1e-8b7d-4c2a-9e3f-1d2c3b4a5f6e"
 SERVICE_ID = "svc-kernel-1"
 CONTAINER_ID = "c0ffee" * 10 + "abcd"
@@ -84,13 +86,6 @@ class FakeAPI:
 
     def events(self, **_: Any) -> Any:
         raise RuntimeError("no event stream in unit tests")  # the event thread just retries later
-
-
-class QuietEvents(_client.EventWatcher):
-    """The event watcher without its thread: the tests feed it events by hand."""
-
-    def ensure_running(self) -> None:
-        pass
 
 
 @pytest.fixture
