@@ -61,7 +61,7 @@ from gp_ssh._remote import poll as ssh_poll
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import write_connection_file
 
-from gp_core.testing import kernel_env, kernel_manager, launcher_argv, write_kernelspec
+from gp_core.testing import execute, kernel_env, kernel_manager, launcher_argv, write_kernelspec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -301,6 +301,7 @@ async def bench(runs: int, host: str, anchor_python: str | None, wait_for_ready:
 
     km = kernel_manager(setup.work / "specs", "gp")
     await km.start_kernel(env=kernel_env())
+    await execute(km, "1")  # the kernel is up: its start-up no longer competes with the polls for the CPU
     handle = (await km.provisioner.get_provisioner_info())["handle"]
     options = km.provisioner.options
     log = logging.getLogger("bench")

@@ -15,6 +15,7 @@ channel, so they never hold up the polls of other kernels on that host.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -304,6 +305,10 @@ def _connect(target: SshTarget) -> paramiko.SSHClient:
     transport = client.get_transport()
     if transport is not None:
         transport.set_keepalive(_KEEPALIVE_SECONDS)
+        # Small requests answered at once: without this, Nagle holds a request's last packet until the
+        # host ACKs the one before, which its delayed ACK puts off ~40 ms.
+        with contextlib.suppress(OSError, AttributeError):
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return client
 
 
