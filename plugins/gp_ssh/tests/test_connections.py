@@ -40,6 +40,14 @@ def test_commands_share_one_connection(pool: ConnectionPool, sshd: dict[str, Any
 
 
 @pytest.mark.ssh
+def test_connections_send_small_requests_at_once(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
+    transport = pool.client(target(sshd)).get_transport()
+    assert transport is not None
+    # Nagle would hold a request's last small packet for the host's delayed ACK (~40 ms).
+    assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+@pytest.mark.ssh
 def test_concurrent_first_use_makes_one_handshake(pool: ConnectionPool, sshd: dict[str, Any]) -> None:
     where = target(sshd, "127.0.0.3")
     barrier = threading.Barrier(8)
