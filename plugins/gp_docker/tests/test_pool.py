@@ -92,6 +92,25 @@ async def test_a_pooled_kernel_runs_interrupts_restarts_and_shuts_down(kernels, 
     assert leftovers(kernels.kernel_ids) == []
 
 
+async def test_concurrent_launches_take_each_parked_container_once(kernels, docker_api, leftovers):
+    kernels.spec(config={"pool_size": 2})
+    await kernels.start(kernels.manager())
+    await settle()
+    parked = parked_ids()
+    assert len(parked) == 2
+
+    managers = [kernels.manager() for _ in range(4)]
+    await asyncio.gather(*(kernels.start(km) for km in managers))
+    containers = [km.provisioner._handle["container_id"] for km in managers]
+    assert len(set(containers)) == 4 and parked <= set(containers)  # both parked ones, each once
+    outputs = await asyncio.gather(
+        *(execute(km, "import os; print(os.environ['KERNEL_ID'])") for km in managers)
+    )
+    assert [out.strip() for out, _ in outputs] == [km.kernel_id for km in managers]
+    await asyncio.gather(*(km.shutdown_kernel() for km in managers))
+    assert not [c for c in containers if docker_api.containers(all=True, filters={"id": c})]
+
+
 async def test_a_launch_shaped_differently_starts_cold_and_leaves_the_pool_alone(kernels, docker_api):
     kernels.spec(config={"pool_size": 1})
     await kernels.start(kernels.manager())
