@@ -653,7 +653,7 @@ def install_spark_cancel_handler(app: Any) -> None:
 # --------------------------------------------------------------------------------------------- parking
 
 
-def preimport(kernel_class_name: str = "ipykernel.ipkernel.IPythonKernel") -> None:
+def preimport() -> None:
     """Import what every launch needs, before anything is known of the kernel: ipykernel and IPython,
     the default kernel class with its debugger (debugpy), and the payload crypto (~200 ms together)."""
     import importlib
@@ -661,8 +661,7 @@ def preimport(kernel_class_name: str = "ipykernel.ipkernel.IPythonKernel") -> No
     import ipykernel.kernelapp  # noqa: F401
 
     _import_crypto()
-    module = kernel_class_name.rpartition(".")[0]
-    for name in (module, "ipykernel.debugger"):
+    for name in ("ipykernel.ipkernel", "ipykernel.debugger"):
         try:
             importlib.import_module(name)
         except Exception:  # a broken import is reported by the launch itself, with its reason
@@ -687,8 +686,9 @@ def wait_for_assignment(stream: Any) -> list[str] | None:
         assignment = json.loads(line)
     except (ValueError, RecursionError):
         raise LaunchFailed("--park: the assignment is not JSON") from None
-    argv = assignment.get("argv") if isinstance(assignment, dict) else None
-    env = assignment.get("env") if isinstance(assignment, dict) else None
+    if not isinstance(assignment, dict):
+        assignment = {}
+    argv, env = assignment.get("argv"), assignment.get("env")
     if not (isinstance(argv, list) and all(isinstance(item, str) for item in argv)):
         raise LaunchFailed('--park: the assignment needs "argv", a list of strings')
     if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):

@@ -569,11 +569,7 @@ def _remove_stale_service(resources: Resources, log: logging.Logger) -> bool:
     except NotFound:
         return True
     labels = (service.get("Spec") or {}).get("Labels") or {}
-    # A pooled kernel's container has no kernel_id label (it was parked first); it bears the name.
-    ours = labels.get("kernel_id") == resources["labels"]["kernel_id"] or (
-        "kernel_id" not in labels and POOL_LABEL in labels
-    )
-    if not ours or labels.get("app") != APP_LABEL:
+    if labels.get("kernel_id") != resources["labels"]["kernel_id"] or labels.get("app") != APP_LABEL:
         raise BackendError(
             f"A swarm service named {resources['name']} already exists and is not this kernel's; "
             "not touching it"

@@ -45,6 +45,17 @@ REFILL_DELAY = 1.0
 #: the kernel's values of these, and only a launch with the same values may take it.
 _STARTUP_ENV = re.compile(r"PYTHON.*|LANG|LC_.*|LANGUAGE")
 _LAUNCHER_SCRIPT = "launch_ipykernel.py"
+#: What a container gets when it is created and keeps: a parked one has the kernel's values of these.
+_FIXED_AT_CREATION = (
+    "image",
+    "network",
+    "user",
+    "working_dir",
+    "volumes",
+    "init",
+    "nano_cpus",
+    "memory_bytes",
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +79,7 @@ def pool_shape(resources: Resources) -> dict[str, Any] | None:
     return {
         "launcher": list(cmd[:2]),
         "startup_env": {k: v for k, v in resources["env"].items() if _STARTUP_ENV.fullmatch(k)},
-        **{
-            key: resources[key]
-            for key in (
-                "image",
-                "network",
-                "user",
-                "working_dir",
-                "volumes",
-                "init",
-                "nano_cpus",
-                "memory_bytes",
-            )
-        },
+        **{key: resources[key] for key in _FIXED_AT_CREATION},
     }
 
 
@@ -172,8 +171,8 @@ _atexit_registered = False
 
 
 def pool_for(resources: Resources, size: int) -> ContainerPool | None:
-    """The pool serving launches shaped like ``resources`` (created, and its first fill started, on first
-    use); None when such a launch cannot be pooled."""
+    """The pool serving launches shaped like ``resources`` (created empty on first use: its first
+    ``take`` starts the fill); None when such a launch cannot be pooled."""
     global _atexit_registered
     shape = pool_shape(resources)
     if shape is None:
@@ -234,18 +233,11 @@ def park_container(shape: dict[str, Any]) -> Parked:
     resources: Resources = {
         "kind": "container",
         "name": name,
-        "image": shape["image"],
         "cmd": [*shape["launcher"], "--park"],
         "env": dict(shape["startup_env"]),
         "labels": {"component": "kernel", "app": _client.APP_LABEL, POOL_LABEL: "parked"},
-        "user": shape["user"],
-        "working_dir": shape["working_dir"],
-        "network": shape["network"],
         "hostname": None,
-        "volumes": shape["volumes"],
-        "init": shape["init"],
-        "nano_cpus": shape["nano_cpus"],
-        "memory_bytes": shape["memory_bytes"],
+        **{key: shape[key] for key in _FIXED_AT_CREATION},
     }
     api = _client.get_api()
     handle = _client.create_container(resources, log, stdin_once=True)
@@ -269,7 +261,6 @@ def assign(parked: Parked, resources: Resources, log: logging.Logger) -> Handle:
     }
     if parked.ip:
         handle["ip"] = parked.ip
-    _client.created_at[parked.container_id] = parked.created
     try:
         if api.inspect_image(resources["image"])["Id"] != parked.image_id:
             raise BackendError(f"{resources['image']} names another image than when {parked.name} was parked")
@@ -283,7 +274,6 @@ def assign(parked: Parked, resources: Resources, log: logging.Logger) -> Handle:
         _send_all(parked.stdin, line.encode("utf-8"))
     except BaseException as exc:
         _discard(parked)
-        _client.created_at.pop(parked.container_id, None)
         if isinstance(exc, (*_client.SDK_ERRORS, OSError)):
             raise BackendError(
                 f"Could not assign parked container {parked.name}: {_client.describe(exc)}"
@@ -291,6 +281,7 @@ def assign(parked: Parked, resources: Resources, log: logging.Logger) -> Handle:
         raise
     finally:
         _close_quietly(parked.stdin)
+    _client.created_at[parked.container_id] = parked.created  # what poll's listings must know of
     return handle
 
 
