@@ -21,6 +21,16 @@ from .errors import (
 from .hookspecs import Handle, Resources, hookimpl
 from .options import BackendOptions, env_default, inherited_server_env, parse_bool, parse_list
 from .plugins import Backend, get_backend, installed_backends
+from .processes import (
+    file_tail,
+    log_tail,
+    process_status,
+    signal_group,
+    start_process,
+    stop_process_group,
+)
+from .rollback import Rollback
+from .status import StatusSource, WatchFeed
 
 if TYPE_CHECKING:
     from .listener import ResponseListener
@@ -65,14 +75,23 @@ __all__ = [
     "ProtocolError",
     "Resources",
     "ResponseListener",
+    "Rollback",
     "SpecInstallerApp",
+    "StatusSource",
     "UnknownBackendError",
+    "WatchFeed",
     "__version__",
     "env_default",
+    "file_tail",
     "get_backend",
     "hookimpl",
     "inherited_server_env",
     "installed_backends",
+    "log_tail",
     "parse_bool",
     "parse_list",
+    "process_status",
+    "signal_group",
+    "start_process",
+    "stop_process_group",
 ]

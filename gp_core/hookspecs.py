@@ -6,26 +6,66 @@ pluggy ``PluginManager``, so a hook call reaches exactly the backend the kernel 
 installed one.
 
 Every hook is called with keyword arguments drawn from one fixed vocabulary, and an implementation
-takes only the ones it needs:
+takes only the ones it needs (pluggy passes just the arguments an implementation names):
 
-``kernel_id``   the kernel's UUID (str)
-``options``     the backend's validated options (an instance of the class ``declare_options`` returned,
-                or ``None`` when it declares none)
-``env``         the kernel's environment: kernelspec ``env``, the request's ``KERNEL_*`` values and what
-                the launcher needs (``KERNEL_ID``, ``KERNEL_USERNAME``, ``GP_LAUNCH_TOKEN``, ...). It is
-                *not* the server's whole environment; values are untrusted data.
-``cmd``         the kernelspec ``argv`` with gp's placeholders filled: the command to run where the
-                kernel lives (the launcher)
-``namespace``   what ``resolve_namespace`` returned
-``resources``   what ``render_resources`` returned
-``handle``      what ``launch`` returned: a JSON-serialisable dict identifying what was created
-``signum``      a signal number (``signal.SIGINT``, ...)
-``log``         the provisioner's logger
+``kernel_id``     the kernel's UUID (str)
+``options``       the backend's validated options (an instance of the class ``declare_options`` returned,
+                  or ``None`` when it declares none)
+``env``           the kernel's environment: kernelspec ``env``, the request's ``KERNEL_*`` values and what
+                  the launcher needs (``KERNEL_ID``, ``KERNEL_USERNAME``, ``GP_LAUNCH_TOKEN``, ...). It is
+                  *not* the server's whole environment; values are untrusted data.
+``request_env``   the part of ``env`` the start *request* set: its ``KERNEL_*`` values and any variable whose
+                  value is neither the server's nor the kernelspec's. Decide what a request may override
+                  from this, never by comparing ``env`` with ``os.environ``.
+``resource_dir``  the kernelspec's directory (``str``, or ``None`` without a kernelspec): templates and
+                  scripts shipped with the spec live there (e.g. ``scripts/kernel-pod.yaml.j2``)
+``cmd``           the kernelspec ``argv`` with gp's placeholders filled: the command to run where the
+                  kernel lives (the launcher)
+``namespace``     what ``resolve_namespace`` returned
+``resources``     what ``render_resources`` returned
+``rollback``      the launch's :class:`gp_core.Rollback`: register an undo step for everything created before
+                  ``launch`` returns (see "Clean-up" below)
+``handle``        what ``launch`` returned: a JSON-serialisable dict identifying what was created. ``poll``
+                  may add to it (see "The handle grows" below)
+``launching``     ``poll`` only: ``True`` while core waits for the kernel's connection info
+``signum``        ``send_signal`` only: a signal number (``signal.SIGINT``, ...)
+``restart``       ``terminate`` only: ``True`` when the same kernel id is launched again right after
+``force``         ``terminate`` only: ``True`` to kill at once (a kill, or a failed launch)
+``app``           ``install_spec`` only: the running installer (its options are attributes)
+``kernel_spec``   ``install_spec`` only: the kernelspec dict being installed
+``spec_dir``      ``install_spec`` only: the staging directory (:class:`pathlib.Path`) of the spec
+``log``           a logger named ``<provisioner's logger>.gp.<backend>`` (e.g. ``ServerApp.gp.docker``): a
+                  child of the server's logger, so records reach the server's log handlers and can be
+                  filtered or raised to DEBUG by name
 
 Hooks may be plain functions or ``async def``; core awaits what they return. Blocking SDK calls must not
-run on the event loop: wrap them in ``asyncio.to_thread``. Raise :class:`gp_core.BackendError` (or
+run on the event loop: wrap them in ``asyncio.to_thread`` (or use :meth:`gp_core.Rollback.create_in_thread`
+and :class:`gp_core.StatusSource`, which do). Raise :class:`gp_core.BackendError` (or
 :class:`gp_core.LaunchError`) with a message fit to show the user; any other exception is re-raised with
 a note naming the backend and hook.
+
+Clean-up. Everything a backend creates for a kernel is removed through one of two paths:
+
+- before ``launch`` has returned its handle (a refused request in ``render_resources``, an error or a
+  cancellation in ``launch``, the launch timeout expiring inside it): the undo steps registered on
+  ``rollback``, run by core newest first, shielded from cancellation;
+- afterwards: ``terminate``, which therefore must find everything it removes through the handle (put the
+  namespace gp created, the host, ... into it).
+
+The handle grows. A backend may learn things after ``launch`` returned (a YARN application id, a pod's
+node, a driver pod's name): ``poll`` adds them to the ``handle`` dict it is given (``handle["app_id"] =
+...``; never remove what ``launch`` put there). Core keeps the grown handle: ``get_provisioner_info``
+returns it, so another server process adopting the kernel sees it.
+
+Transient versus fatal. While launching, only a :class:`gp_core.LaunchError` raised by ``poll`` ends the
+launch (fast, with its message); any other exception is a blip: core logs it and polls again until the
+launch timeout. Once the kernel runs, a ``poll`` that raises means "status unknown" and the kernel is
+taken as alive (an API outage must never make kernels look dead). A ``TimeoutError`` raised inside
+``launch`` is reported as the backend's error, not as ``launch_timeout`` expiring.
+
+Status of many kernels. A backend whose status comes from a cluster API shares one listing (and
+optionally one watch) between all its kernels through :class:`gp_core.StatusSource`, so API requests per
+poll interval do not grow with the number of kernels.
 
 Lifecycle, in the order core calls the hooks::
 
@@ -59,6 +99,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .options import BackendOptions
+    from .rollback import Rollback
 
 PROJECT = "gp"
 
@@ -92,12 +133,19 @@ def declare_options() -> type[BackendOptions] | None:
 
 @hookspec(firstresult=True)
 def resolve_namespace(
-    kernel_id: str, options: BackendOptions | None, env: dict[str, str], log: logging.Logger
+    kernel_id: str,
+    options: BackendOptions | None,
+    env: dict[str, str],
+    request_env: dict[str, str],
+    resource_dir: str | None,
+    rollback: Rollback,
+    log: logging.Logger,
 ) -> str | Awaitable[str | None] | None:
     """Decide where the kernel will live: a Kubernetes namespace, an SSH host, a YARN queue.
 
-    Called from ``pre_launch`` after authorization, on every start and restart. May create
-    nothing that outlives a failed launch, unless ``terminate`` removes it.
+    Called from ``pre_launch`` after authorization, on every start and restart. What it creates (a
+    namespace, a role binding, a placement counted against a host) gets an undo step on ``rollback``,
+    and the handle ``launch`` returns must let ``terminate`` remove it.
 
     :returns: A backend-defined placement string passed on as ``namespace``, or ``None``.
     :raises gp_core.BackendError: When no placement is possible (e.g. a refused host override).
@@ -109,6 +157,8 @@ def render_resources(
     kernel_id: str,
     cmd: list[str],
     env: dict[str, str],
+    request_env: dict[str, str],
+    resource_dir: str | None,
     options: BackendOptions | None,
     namespace: str | None,
     log: logging.Logger,
@@ -131,11 +181,15 @@ def launch(
     resources: Resources,
     options: BackendOptions | None,
     namespace: str | None,
+    rollback: Rollback,
+    resource_dir: str | None,
     log: logging.Logger,
 ) -> Handle | Awaitable[Handle]:
     """Create the kernel's resources and return at once, without waiting for the kernel to be ready.
 
-    Called from ``launch_kernel``. Core then waits for the launcher's connection info while calling
+    Called from ``launch_kernel``, bounded by the launch timeout. Create through
+    ``rollback.create_in_thread`` (or register undo steps with ``rollback.add``): if this hook raises or
+    is cancelled, core undoes them. Core then waits for the launcher's connection info while calling
     ``poll(launching=True)`` every poll interval, and calls ``terminate(force=True)`` when the launch
     fails or times out.
 
@@ -153,12 +207,16 @@ def poll(
     """Report whether the kernel still runs.
 
     Called while launching (``launching=True``) once per poll interval, and afterwards whenever
-    jupyter_client polls the kernel (the restarter does so every few seconds, for every kernel).
+    jupyter_client polls the kernel (the restarter does so every few seconds, for every kernel): use
+    a :class:`gp_core.StatusSource` rather than one API call per kernel. May add what it learnt to
+    ``handle`` (core keeps it).
 
     :returns: ``None`` while the kernel runs (or is still starting); otherwise its exit status
         (``0`` when unknown or when its resources are gone).
     :raises gp_core.LaunchError: With ``launching=True``, when the kernel has failed: say why (exit
-        code, state, tail of the log).
+        code, state, tail of the log). It ends the launch at once.
+    :raises Exception: Anything else means "cannot tell now": while launching core retries until the
+        launch timeout, afterwards the kernel is taken as still running.
     """
 
 

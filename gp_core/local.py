@@ -7,7 +7,6 @@ implements the hooks with nothing but the standard library.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -23,10 +22,11 @@ from traitlets import Bool, Float, Unicode, default
 from .errors import BackendError, LaunchError
 from .hookspecs import Handle, Resources, hookimpl
 from .options import BackendOptions, env_default, inherited_server_env
+from .processes import file_tail, process_status, signal_group, start_process, stop_process_group
+from .rollback import Rollback
 
 #: Processes this server started, so poll can reap them; adopted kernels are probed by pid instead.
 _children: dict[int, subprocess.Popen[bytes]] = {}
-_LOG_TAIL_BYTES = 4000
 
 
 class LocalOptions(BackendOptions):
@@ -65,71 +65,33 @@ def render_resources(kernel_id: str, cmd: list[str], env: dict[str, str], option
     }
 
 
-def _start_process(resources: Resources) -> subprocess.Popen[bytes]:
-    """Open the log and start the launcher (blocking: fork/exec and file I/O; run in a thread)."""
-    log_path = resources["log_path"]
-    with open(log_path, "ab") as log_file:
-        try:
-            return subprocess.Popen(
-                resources["argv"],
-                env=resources["env"],
-                cwd=resources["cwd"],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: terminate reaches the kernel's children too
-            )
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(log_path)
-            raise BackendError(
-                f"Could not start the kernel launcher {resources['argv'][0]!r}: {exc}"
-            ) from exc
+def _start(resources: Resources) -> subprocess.Popen[bytes]:
+    return start_process(resources["argv"], resources["env"], resources["log_path"], resources["cwd"])
 
 
-def _kill_orphan(log_path: str, starting: asyncio.Future[subprocess.Popen[bytes]]) -> None:
-    """A launch was cancelled while its process started: no handle exists, so nothing would stop it."""
-    if starting.cancelled() or starting.exception() is not None:
-        return
-    _signal_group(starting.result().pid, signal.SIGKILL)  # subprocess reaps it once the Popen is dropped
+def _kill(log_path: str, process: subprocess.Popen[bytes]) -> None:
+    """Undo a start whose launch did not complete (cancelled, timed out): no handle will ever stop it."""
+    with contextlib.suppress(BackendError):
+        signal_group(process.pid, signal.SIGKILL)
+    process.wait()
     with contextlib.suppress(OSError):
         os.unlink(log_path)
 
 
 @hookimpl
-async def launch(resources: Resources) -> Handle:
-    starting = asyncio.ensure_future(asyncio.to_thread(_start_process, resources))
-    try:
-        process = await asyncio.shield(starting)
-    except asyncio.CancelledError:
-        starting.add_done_callback(functools.partial(_kill_orphan, resources["log_path"]))
-        raise
+async def launch(resources: Resources, rollback: Rollback) -> Handle:
+    process = await rollback.create_in_thread(
+        functools.partial(_start, resources),
+        functools.partial(_kill, resources["log_path"]),
+        what=f"kernel process ({resources['argv'][0]})",
+    )
     _children[process.pid] = process
     return {"pid": process.pid, "pgid": process.pid, "log_path": resources["log_path"], "ip": resources["ip"]}
 
 
 def _status(handle: Handle) -> int | None:
     pid = int(handle["pid"])
-    process = _children.get(pid)
-    if process is not None:
-        return process.poll()
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return 0
-    except PermissionError:
-        return None  # exists, owned by someone else
-    return None
-
-
-def _log_tail(path: str) -> str:
-    try:
-        with open(path, "rb") as log_file:
-            log_file.seek(0, os.SEEK_END)
-            log_file.seek(max(0, log_file.tell() - _LOG_TAIL_BYTES))
-            return log_file.read().decode(errors="replace").strip()
-    except OSError:
-        return "(no log)"
+    return process_status(pid, _children.get(pid))
 
 
 @hookimpl
@@ -138,7 +100,7 @@ def poll(handle: Handle, launching: bool) -> int | None:
     if status is not None and launching:
         raise LaunchError(
             f"Kernel process {handle['pid']} exited with status {status} during start-up. "
-            f"Last lines of its log:\n{_log_tail(handle['log_path'])}"
+            f"Last lines of its log:\n{file_tail(handle['log_path'])}"
         )
     return status
 
@@ -146,28 +108,14 @@ def poll(handle: Handle, launching: bool) -> int | None:
 @hookimpl
 async def terminate(handle: Handle, options: LocalOptions, force: bool, log: logging.Logger) -> None:
     pid, pgid = int(handle["pid"]), int(handle["pgid"])
-    if pgid == os.getpgid(0):
-        raise BackendError(f"Refusing to signal process group {pgid}: it is the server's own")
-    _signal_group(pgid, signal.SIGKILL if force else signal.SIGTERM)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + (0 if force else options.stop_timeout)
-    while _status(handle) is None and loop.time() < deadline:
-        await asyncio.sleep(0.02)
-    if _status(handle) is None:
-        log.debug("Kernel process %d ignored SIGTERM; killing its group", pid)
-        _signal_group(pgid, signal.SIGKILL)
-        deadline = loop.time() + options.stop_timeout
-        while _status(handle) is None and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-    _signal_group(pgid, signal.SIGKILL)  # leftovers the kernel spawned in its group
+    gone = await stop_process_group(
+        pid, pgid, force=force, stop_timeout=options.stop_timeout, process=_children.get(pid)
+    )
+    if not gone:
+        log.warning("Kernel process %d survived SIGKILL", pid)
     _children.pop(pid, None)
     with contextlib.suppress(OSError):
         os.unlink(handle["log_path"])
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
 
 
 @hookimpl

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
+import logging
 import os
 import re
 import signal
@@ -18,11 +20,19 @@ from typing import Any
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, List, TraitError, Unicode, default, validate
 
-from .errors import BackendError, InvalidOptionError, LaunchError, LaunchTimeoutError, ProtocolError
+from .errors import (
+    BackendError,
+    GPError,
+    InvalidOptionError,
+    LaunchError,
+    LaunchTimeoutError,
+    ProtocolError,
+)
 from .listener import LaunchReport, PendingLaunch, ResponseListener
 from .options import env_default
 from .plugins import Backend, get_backend, installed_backends
 from .protocol import comm_request, parse_port_range
+from .rollback import Rollback
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -122,8 +132,17 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._listener: ResponseListener | None = None
         self._pending: PendingLaunch | None = None
         self._plan: dict[str, Any] = {}
+        self._rollback: Rollback | None = None
+        self._handle_json = "null"
+        self._poll_warning = ""
         self._exited = False
         self._terminated = False
+
+    @property
+    def backend_log(self) -> logging.Logger:
+        """The logger handed to the backend's hooks: ``<provisioner logger>.gp.<backend>``, a child of the
+        server's logger (its records reach the server's handlers, and can be filtered by name)."""
+        return logging.getLogger(f"{getattr(self.log, 'name', 'traitlets')}.gp.{self.backend}")
 
     # ------------------------------------------------------------------ launch
 
@@ -138,10 +157,18 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         launch_timeout = self._request_launch_timeout(env)
         self._listener = listener = await ResponseListener.instance(parent=self)
         self._pending = pending = listener.register(self.kernel_id)
+        self._rollback = rollback = Rollback(self.backend_log)
         try:
             cmd = self._format_cmd(listener, kwargs.pop("extra_arguments", None) or [])
-            kernel_env = self._kernel_env(env, username, listener, pending.token)
-            hook_args = {"kernel_id": self.kernel_id, "options": self.options, "log": self.log}
+            kernel_env, request_env = self._kernel_env(env, username, listener, pending.token)
+            hook_args = {
+                "kernel_id": self.kernel_id,
+                "options": self.options,
+                "log": self.backend_log,
+                "rollback": rollback,
+                "resource_dir": self.kernel_spec.resource_dir if self.kernel_spec else None,
+                "request_env": request_env,
+            }
             namespace = None
             if self._backend.implements("resolve_namespace"):
                 namespace = await self._backend.call("resolve_namespace", env=kernel_env, **hook_args)
@@ -151,10 +178,16 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                 )
             else:
                 resources = {"cmd": cmd, "env": kernel_env}
-        except BaseException:
+        except BaseException as error:
             listener.unregister(self.kernel_id)
+            await self._roll_back(error)
             raise
-        self._plan = {"namespace": namespace, "resources": resources, "launch_timeout": launch_timeout}
+        self._plan = {
+            "namespace": namespace,
+            "resources": resources,
+            "launch_timeout": launch_timeout,
+            "hook_args": hook_args,
+        }
         kwargs["cmd"] = cmd
         # The kernel's env travels inside `resources`; what jupyter_client keeps must not hold the token.
         kwargs["env"] = {k: v for k, v in env.items() if k != "GP_LAUNCH_TOKEN"}
@@ -166,32 +199,35 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._exited = self._terminated = False
         launch_timeout = plan["launch_timeout"]
         deadline = asyncio.get_running_loop().time() + launch_timeout
+        hook_args = plan["hook_args"]
+        # The launch timeout bounds the backend's launch too (an SSH host that accepts and then hangs).
+        launch_deadline = asyncio.timeout(launch_timeout)
         try:
-            # The launch timeout bounds the backend's launch too (an SSH host that accepts and then hangs);
-            # a cancelled launch hook removes what it created.
-            self._handle = await asyncio.wait_for(
-                self._backend.call(
-                    "launch",
-                    kernel_id=self.kernel_id,
-                    resources=plan["resources"],
-                    options=self.options,
-                    namespace=plan["namespace"],
-                    log=self.log,
-                ),
-                launch_timeout,
-            )
-        except TimeoutError as exc:
+            async with launch_deadline:
+                handle = await self._backend.call(
+                    "launch", resources=plan["resources"], namespace=plan["namespace"], **hook_args
+                )
+            if not isinstance(handle, dict):
+                raise BackendError(f"gp backend {self.backend!r}: launch must return a dict handle")
+            self._handle_json = self._encode_handle(handle)
+        except BaseException as error:
             self._listener.unregister(self.kernel_id)
-            raise LaunchTimeoutError(
-                f"gp backend {self.backend!r} did not create kernel {self.kernel_id} within "
-                f"{launch_timeout:g} s (launch_timeout)"
-            ) from exc
-        except BaseException:
-            self._listener.unregister(self.kernel_id)
+            await self._roll_back(error)
+            if isinstance(error, TimeoutError) and launch_deadline.expired():
+                raise LaunchTimeoutError(
+                    f"gp backend {self.backend!r} did not create kernel {self.kernel_id} within "
+                    f"{launch_timeout:g} s (launch_timeout)"
+                ) from error
+            if isinstance(error, TimeoutError) and not isinstance(error, GPError):
+                # The backend's own time-out (an SDK call), not launch_timeout: say so.
+                raise BackendError(
+                    f"gp backend {self.backend!r} timed out creating kernel {self.kernel_id}: "
+                    f"{error or type(error).__name__}"
+                ) from error
             raise
-        if not isinstance(self._handle, dict):
-            self._listener.unregister(self.kernel_id)
-            raise BackendError(f"gp backend {self.backend!r}: launch must return a dict handle")
+        self._handle = handle
+        assert self._rollback is not None
+        self._rollback.clear()  # from here on, terminate owns the clean-up
         try:
             report = await self._await_connection_info(deadline, launch_timeout)
         except BaseException as launch_error:
@@ -235,9 +271,13 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             await asyncio.wait({pending.future}, timeout=min(self.poll_interval, remaining))
             if pending.future.done():
                 return pending.future.result()
-            status = await self._backend.call(
-                "poll", handle=self._handle, options=self.options, launching=True, log=self.log
-            )
+            try:
+                status = await self._poll_backend(launching=True)
+            except LaunchError:
+                raise
+            except Exception as exc:  # an API blip is not a failed kernel: the launch timeout bounds it
+                self._warn_poll_failed(exc, launching=True)
+                continue
             if status is not None:
                 raise LaunchError(
                     f"Kernel {self.kernel_id} on gp backend {self.backend!r} exited with status {status} "
@@ -263,15 +303,62 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if self._handle is None or self._exited:
             return 0
         try:
-            status = await self._backend.call(
-                "poll", handle=self._handle, options=self.options, launching=False, log=self.log
-            )
+            status = await self._poll_backend(launching=False)
         except Exception as exc:  # the backend could not tell: don't declare the kernel dead
-            self.log.warning("gp backend %r could not poll kernel %s: %s", self.backend, self.kernel_id, exc)
+            self._warn_poll_failed(exc, launching=False)
             return None
+        self._poll_warning = ""
         if status is not None:
             self._exited = True
         return status
+
+    async def _poll_backend(self, launching: bool) -> int | None:
+        """Call the backend's ``poll``; keep what it added to the handle (see hookspecs: the handle grows)."""
+        assert self._handle is not None
+        status = await self._backend.call(
+            "poll", handle=self._handle, options=self.options, launching=launching, log=self.backend_log
+        )
+        encoded = self._encode_handle(self._handle)
+        if encoded != self._handle_json:
+            self._handle_json = encoded
+            self.log.debug("Kernel %s: gp backend %r updated its handle", self.kernel_id, self.backend)
+        return status  # type: ignore[no-any-return]
+
+    def _encode_handle(self, handle: dict[str, Any]) -> str:
+        try:
+            return json.dumps(handle, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise BackendError(
+                f"gp backend {self.backend!r} put a value that is not JSON-serialisable into kernel "
+                f"{self.kernel_id}'s handle: {exc}"
+            ) from exc
+
+    def _warn_poll_failed(self, exc: Exception, launching: bool) -> None:
+        """Log a failed poll once per distinct reason (a kernel polled every few seconds during an outage
+        must not fill the log)."""
+        message = str(exc)
+        level = logging.DEBUG if message == self._poll_warning else logging.WARNING
+        self._poll_warning = message
+        self.log.log(
+            level,
+            "gp backend %r could not poll kernel %s%s (status unknown; %s): %s",
+            self.backend,
+            self.kernel_id,
+            " while it starts" if launching else "",
+            "retrying until the launch timeout" if launching else "taken as still running",
+            message,
+        )
+
+    async def _roll_back(self, error: BaseException) -> None:
+        """Undo what the backend created before a handle existed (shielded: it runs even when cancelled)."""
+        rollback, self._rollback = self._rollback, None
+        if rollback is None or not len(rollback):
+            return
+        errors = await asyncio.shield(rollback.run())
+        if errors:
+            error.add_note(
+                "Undoing what the backend had created also failed: " + "; ".join(map(repr, errors))
+            )
 
     async def wait(self) -> int | None:
         while True:
@@ -311,7 +398,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return False
         try:
             delivered = await self._backend.call(
-                "send_signal", handle=self._handle, options=self.options, signum=signum, log=self.log
+                "send_signal", handle=self._handle, options=self.options, signum=signum, log=self.backend_log
             )
         except Exception as exc:
             self.log.warning(
@@ -335,6 +422,8 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         await self._remove_resources(force=False, restart=restart)
 
     async def cleanup(self, restart: bool = False) -> None:
+        if self._handle is None and self._rollback is not None:  # pre_launch ran, launch_kernel never did
+            await self._roll_back(BackendError("launch abandoned"))
         await self._remove_resources(force=False, restart=restart)
         if self._listener is not None:
             self._listener.unregister(self.kernel_id)
@@ -346,7 +435,12 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if self._handle is None or self._terminated:
             return
         await self._backend.call(
-            "terminate", handle=self._handle, options=self.options, restart=restart, force=force, log=self.log
+            "terminate",
+            handle=self._handle,
+            options=self.options,
+            restart=restart,
+            force=force,
+            log=self.backend_log,
         )
         self._terminated = self._exited = True
 
@@ -428,11 +522,14 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     def _kernel_env(
         self, env: dict[str, str], username: str, listener: ResponseListener, token: str
-    ) -> dict[str, str]:
-        """What the kernel's environment holds: the spec's env, the request's values and the launch data.
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The kernel's environment, and the part of it the start request set (``request_env``).
 
-        Never the whole server environment: only variables the kernelspec declares, ``KERNEL_*`` ones and
-        those the request set or changed, minus the secrets the backend declares (``secret_env``).
+        The kernel's environment holds the spec's env, the request's values and the launch data; never the
+        whole server environment: only variables the kernelspec declares, ``KERNEL_*`` ones and those the
+        request set or changed, minus the secrets the backend declares (``secret_env``). ``request_env`` is
+        what the request set: its ``KERNEL_*`` values and any variable whose value is neither the server's
+        nor the kernelspec's.
         """
         spec_env = self.kernel_spec.env if self.kernel_spec else {}
         secret = set(self._backend.secret_env)
@@ -449,6 +546,11 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                 )
             if "\0" in value:
                 raise InvalidOptionError(f"Environment variable {name} contains a NUL character")
+        request_env = {
+            name: value
+            for name, value in kernel_env.items()
+            if os.environ.get(name) != value and spec_env.get(name) != value
+        }
         kernel_env.update(
             KERNEL_ID=self.kernel_id or "",
             KERNEL_USERNAME=username,
@@ -460,4 +562,4 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             PUBLIC_KEY=listener.public_key,
             PORT_RANGE=self.port_range,
         )
-        return kernel_env
+        return kernel_env, request_env

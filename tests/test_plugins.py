@@ -82,7 +82,16 @@ def test_disabled_backends_are_hidden(monkeypatch):
 
 async def test_dispatch_reaches_only_the_named_backend(two_backends):
     one, two = two_backends
-    handle = await one.call("launch", kernel_id="k1", resources={}, options=None, namespace=None, log=None)
+    handle = await one.call(
+        "launch",
+        kernel_id="k1",
+        resources={},
+        options=None,
+        namespace=None,
+        rollback=None,
+        resource_dir=None,
+        log=None,
+    )
     assert handle == {"tag": "one", "kernel_id": "k1"}
     # A shared plugin manager would fan poll out to both backends; each answers only for itself.
     assert await one.call("poll", handle=handle, options=None, launching=False, log=None) is None
@@ -131,7 +140,16 @@ def test_hook_errors_get_a_note_naming_backend_and_hook():
             import asyncio
 
             asyncio.run(
-                backend.call("launch", kernel_id="k", resources={}, options=None, namespace=None, log=None)
+                backend.call(
+                    "launch",
+                    kernel_id="k",
+                    resources={},
+                    options=None,
+                    namespace=None,
+                    rollback=None,
+                    resource_dir=None,
+                    log=None,
+                )
             )
         assert any("undo-failing" in note and "launch" in note for note in info.value.__notes__)
     finally:

@@ -20,6 +20,7 @@ from gp_core import (
     InvalidOptionError,
     LaunchError,
     LaunchTimeoutError,
+    Rollback,
     UnknownBackendError,
     get_backend,
     hookimpl,
@@ -320,13 +321,13 @@ async def test_failed_cleanup_after_failed_launch_keeps_the_launch_error(kernels
 
 async def test_local_launch_starts_the_process_off_the_event_loop(kernels, monkeypatch):
     threads: list[threading.Thread] = []
-    start_process = local._start_process
+    start = local._start
 
     def recording_start(resources):
         threads.append(threading.current_thread())
-        return start_process(resources)
+        return start(resources)
 
-    monkeypatch.setattr(local, "_start_process", recording_start)
+    monkeypatch.setattr(local, "_start", recording_start)
     km = await _started(kernels)
     try:
         output, _ = await execute(km, "print('up')")
@@ -338,14 +339,14 @@ async def test_local_launch_starts_the_process_off_the_event_loop(kernels, monke
 
 async def test_cancelled_local_launch_kills_the_process_it_started(tmp_path, monkeypatch):
     started: list[subprocess.Popen[bytes]] = []
-    start_process = local._start_process
+    start = local._start
 
     def slow_start(resources):
         time.sleep(0.3)  # the launch is cancelled meanwhile
-        started.append(start_process(resources))
+        started.append(start(resources))
         return started[-1]
 
-    monkeypatch.setattr(local, "_start_process", slow_start)
+    monkeypatch.setattr(local, "_start", slow_start)
     log_path = tmp_path / "kernel.log"
     resources = {
         "argv": [sys.executable, "-c", "import time; time.sleep(600)"],
@@ -354,15 +355,14 @@ async def test_cancelled_local_launch_kills_the_process_it_started(tmp_path, mon
         "log_path": str(log_path),
         "ip": "127.0.0.1",
     }
-    task = asyncio.ensure_future(local.launch(resources))
+    rollback = Rollback()
+    task = asyncio.ensure_future(local.launch(resources, rollback))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(200):
-        if started and not log_path.exists():
-            break
-        await asyncio.sleep(0.02)
+    assert not started  # still starting in its thread: core's rollback waits for it, then undoes it
+    assert await rollback.run() == []
     assert len(started) == 1
     assert await asyncio.to_thread(started[0].wait, 10) == -signal.SIGKILL
     assert not log_path.exists()
