@@ -158,12 +158,14 @@ class StatusSource(Generic[T]):
         """The entry for ``key``, or ``None`` when the API has none.
 
         ``not_before`` (``time.monotonic()``, e.g. when the caller created the resource): an answer about
-        ``key`` from before then is not trusted, so a resource just created is never reported missing from a
-        listing that predates it.
+        ``key`` from before then is not trusted, so a resource just created is never reported missing (or
+        in the state of a predecessor of the same name) from a listing that predates it. ``max_age``
+        overrides the source's freshness rule for this call, even while a watch is live (e.g. while a
+        kernel starts, when its state may change without an event the stream reports).
         """
         while True:
             entries = await self.entries(max_age=max_age)
-            if key in entries or max(self._listed_at, self._known_at.get(key, _NEVER)) >= not_before:
+            if max(self._listed_at, self._known_at.get(key, _NEVER)) >= not_before:
                 return entries.get(key)
             await self._refreshed(not_before)
 
@@ -172,7 +174,9 @@ class StatusSource(Generic[T]):
         self._bind()
         now = time.monotonic()
         self._last_get = now
-        allowed_age = self.resync if self._connected else self.max_age if max_age is None else max_age
+        if max_age is None:
+            max_age = self.resync if self._connected else self.max_age
+        allowed_age = max_age
         oldest = max(now - allowed_age, self._stale_before)
         if self._listed_at < oldest:
             await self._refreshed(oldest)

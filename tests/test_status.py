@@ -192,3 +192,93 @@ def test_the_watch_stops_with_its_event_loop():
     assert threads == []
     # and a new loop gets a working source again
     assert asyncio.run(source.get("k")) == "running"
+
+
+class _CountingFetch:
+    """A list call that counts its calls, can block until released, and can fail."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = threading.Event()
+        self.release.set()
+        self.fail: Exception | None = None
+        self.started: dict[int, float] = {}  # call number -> when that call started
+
+    def __call__(self) -> dict[str, int]:
+        self.calls += 1
+        call = self.calls
+        self.started[call] = time.monotonic()
+        self.release.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        return {"kernel": call}
+
+
+async def test_a_refresh_started_before_a_creation_is_not_joined():
+    fetch = _CountingFetch()
+    source = StatusSource("fake", fetch, max_age=60)
+    fetch.release.clear()
+    early = asyncio.create_task(source.get("other"))
+    await asyncio.sleep(0.02)
+    created = time.monotonic()
+    late = asyncio.create_task(source.get("kernel", not_before=created))
+    await asyncio.sleep(0.02)
+    fetch.release.set()
+    await early
+    assert fetch.started[await late] >= created
+    assert fetch.calls == 2
+
+
+async def test_failures_reach_every_waiter_and_a_later_poll_retries():
+    fetch = _CountingFetch()
+    source = StatusSource("fake", fetch, max_age=0.1)
+    fetch.fail = RuntimeError("daemon down")
+    fetch.release.clear()
+    polls = [asyncio.create_task(source.get("kernel")) for _ in range(3)]
+    await asyncio.sleep(0.02)
+    fetch.release.set()
+    results = await asyncio.gather(*polls, return_exceptions=True)
+    assert all(isinstance(result, BackendError) for result in results) and fetch.calls == 1
+    assert "daemon down" in str(results[0])
+    fetch.fail = None
+    await asyncio.sleep(0.15)
+    assert await source.get("kernel") == 2
+
+
+async def test_a_cancelled_poller_does_not_cancel_the_shared_refresh():
+    fetch = _CountingFetch()
+    source = StatusSource("fake", fetch, max_age=60)
+    fetch.release.clear()
+    impatient = asyncio.create_task(source.get("kernel"))
+    patient = asyncio.create_task(source.get("kernel"))
+    await asyncio.sleep(0.02)
+    impatient.cancel()
+    fetch.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+    assert await patient == 1 and fetch.calls == 1
+
+
+def test_sources_survive_event_loop_changes():
+    """Each test (and a restarted jupyter_server) may run on a new loop: an in-flight refresh of a closed
+    loop must not be awaited from another."""
+    fetch = _CountingFetch()
+    source = StatusSource("fake", fetch, max_age=60)
+    assert asyncio.run(source.get("kernel")) == 1
+    assert asyncio.run(source.get("kernel")) == 1  # cached data outlives the loop
+    assert asyncio.run(source.get("kernel", max_age=0)) == 2
+
+
+async def test_invalidate_outdates_even_a_refresh_already_running():
+    """An event (say, a container died) during a refresh: that refresh may not have seen it."""
+    fetch = _CountingFetch()
+    source = StatusSource("fake", fetch, max_age=60)
+    await source.get("kernel")
+    fetch.release.clear()
+    running = asyncio.create_task(source.get("kernel", max_age=0))
+    await asyncio.sleep(0.02)
+    source.invalidate()  # from the watch thread, in real life
+    fetch.release.set()
+    await running
+    assert fetch.started[await source.get("kernel")] >= fetch.started[2]
+    assert fetch.calls == 3

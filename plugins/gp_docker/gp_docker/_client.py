@@ -2,37 +2,33 @@
 blocking create/inspect/remove calls.
 
 The docker SDK blocks, so every function here that talks to the daemon is plain (sync) and is run by the
-hook modules in a worker thread (``asyncio.to_thread``); only :class:`SharedListing` and
-:func:`create_in_thread` are async.
+hook modules in a worker thread (``asyncio.to_thread``, or core's ``Rollback.create_in_thread``); status
+comes from the :class:`gp_core.StatusSource` listings ``CONTAINERS`` and ``TASKS``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from gp_core import BackendError, Handle, Resources
+from gp_core import BackendError, Handle, Resources, StatusSource, WatchFeed, log_tail
 
 from ._options import APP_LABEL
-
-T = TypeVar("T")
 
 #: Label of the containers gp_docker._pool parks (defined here: both modules need it).
 POOL_LABEL = "gp.pool"
 #: Filter of every listing: what gp-docker created, and nothing else on the daemon.
 KERNEL_FILTER = {"label": ["component=kernel", f"app={APP_LABEL}"]}
 LOG_TAIL_LINES = 40
-LOG_TAIL_CHARS = 4000
 #: How long terminate waits for the daemon to report a kernel's resources gone before giving up.
 GONE_TIMEOUT = 30.0
 
@@ -88,61 +84,7 @@ SDK_ERRORS = (DockerException, requests.RequestException)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Shared status listings
-
-
-class SharedListing(Generic[T]):
-    """One labelled list call whose result serves the status of every kernel in the process.
-
-    ``get`` returns the cached listing while it is fresh enough; otherwise it starts one refresh, and
-    callers that arrive while that refresh runs await the same one instead of starting their own. So N
-    kernels polled every interval cost one docker API call per interval, not N.
-    """
-
-    def __init__(self, fetch: Callable[[], dict[str, T]]) -> None:
-        self._fetch = fetch
-        self._entries: dict[str, T] = {}
-        self._fetched_since = float("-inf")  # monotonic time the current entries' fetch started
-        self._refresh: asyncio.Future[None] | None = None
-        self._refresh_started = float("-inf")
-        self._refresh_loop: asyncio.AbstractEventLoop | None = None
-        self._stale_before = float("-inf")  # set by invalidate(), possibly from another thread
-        self.fetches = 0  # how many list calls were made (tests and metrics)
-
-    async def get(self, max_age: float, not_before: float = float("-inf")) -> dict[str, T]:
-        """Entries from a listing started at most ``max_age`` seconds ago and no earlier than
-        ``not_before`` (a ``time.monotonic()`` value, e.g. when the caller created its resource)."""
-        oldest = max(time.monotonic() - max_age, not_before, self._stale_before)
-        loop = asyncio.get_running_loop()
-        while self._fetched_since < oldest:
-            refresh = self._refresh
-            if refresh is None or self._refresh_loop is not loop or self._refresh_started < oldest:
-                refresh = self._start_refresh(loop)
-            # shield: one poller being cancelled must not cancel the refresh the others await
-            await asyncio.shield(refresh)
-        return self._entries
-
-    def _start_refresh(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
-        started = time.monotonic()
-        self.fetches += 1
-
-        async def refresh() -> None:
-            try:
-                entries = await asyncio.to_thread(self._fetch)
-            finally:
-                if self._refresh is task:
-                    self._refresh = None
-            if started >= self._fetched_since:
-                self._entries, self._fetched_since = entries, started
-
-        task = loop.create_task(refresh())
-        self._refresh, self._refresh_started, self._refresh_loop = task, started, loop
-        return task
-
-    def invalidate(self) -> None:
-        """Something changed: the next ``get`` needs a listing started from now on (a refresh already
-        running may predate the change). Thread-safe: it only stores a float."""
-        self._stale_before = time.monotonic()
+# Status: one listing per kind for every kernel, kept fresh by the daemon's event stream (gp_core.StatusSource)
 
 
 @dataclass(frozen=True)
@@ -208,27 +150,23 @@ def _task_status(row: dict[str, Any]) -> TaskStatus:
     )
 
 
-CONTAINERS: SharedListing[ContainerStatus] = SharedListing(_list_containers)
-TASKS: SharedListing[TaskStatus] = SharedListing(_list_tasks)
+class KernelEvents:
+    """What the daemon's event stream tells about gp's kernel containers.
 
-
-class EventWatcher:
-    """Makes a kernel's exit visible at the next poll instead of once the listing ages out.
-
-    A daemon thread follows the daemon's event stream for gp's kernel containers (one long-lived
-    request, filtered by the same labels as the listings) and invalidates the listings whenever one
-    starts, dies or is destroyed. It also remembers the exit codes of containers that died, which a
-    swarm task reports only a while later. Without it (or while reconnecting) the listings still
-    refresh every interval, so events only make status fresher, never required.
+    The stream (one long-lived request per listing, filtered by the same labels) makes the listings
+    refetch whenever a kernel container starts, dies or is destroyed, so with it live a poll costs no API
+    call; without it (or while it reconnects) the listings refresh every ``max_age``. It also remembers
+    the exit codes of containers that died: the daemon sends ``die`` before its listing stops saying
+    running, and a swarm task reports the code only a while later.
     """
 
     EVENTS = ("start", "die", "destroy", "oom")
-    RECONNECT_DELAY = 1.0
+    #: Each stream request ends after this long (the daemon's ``until``), so a stopped source's thread ends.
+    STREAM_SECONDS = 60
     MAX_REMEMBERED_EXITS = 1000
 
-    def __init__(self, listings: tuple[SharedListing[Any], ...]) -> None:
+    def __init__(self, listings: tuple[StatusSource[Any], ...] = ()) -> None:
         self._listings = listings
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._exits: dict[str, int] = {}  # container id -> exit code, for containers seen to die
 
@@ -237,47 +175,54 @@ class EventWatcher:
         return self._exits.get(container_id) if container_id else None
 
     def forget(self, container_id: str) -> None:
-        self._exits.pop(container_id, None)
-
-    def ensure_running(self) -> None:
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._follow, name="gp-docker-events", daemon=True)
-                self._thread.start()
+            self._exits.pop(container_id, None)
+
+    def follow(self, feed: WatchFeed[Any]) -> None:
+        """A listing's watch: follow the event stream until it ends (see :class:`gp_core.StatusSource`)."""
+        filters = {"type": "container", "label": KERNEL_FILTER["label"], "event": list(self.EVENTS)}
+        events = get_api().events(filters=filters, decode=True, until=int(time.time()) + self.STREAM_SECONDS)
+        feed.on_stop(events.close)  # a blocked read returns once the source stops
+        feed.connected()  # from now on nothing changes unseen; what happened before: refetch once
+        for event in events:
+            self._remember_exit(event)
+            self._invalidate()
+            if feed.stopping.is_set():
+                return
 
     def _invalidate(self) -> None:
         for listing in self._listings:
             listing.invalidate()
 
-    def _follow(self) -> None:
-        filters = {"type": "container", "label": KERNEL_FILTER["label"], "event": list(self.EVENTS)}
-        while True:
-            try:
-                events = get_api().events(filters=filters, decode=True)
-                self._invalidate()  # whatever happened while this stream was not connected
-                for event in events:
-                    self._remember_exit(event)
-                    self._invalidate()
-            except Exception as exc:  # any failure: fall back to interval refreshes, retry later
-                logging.getLogger(__name__).debug("docker event stream interrupted: %s", exc)
-            time.sleep(self.RECONNECT_DELAY)
-
     def _remember_exit(self, event: dict[str, Any]) -> None:
         actor = event.get("Actor") or {}
         container_id = actor.get("ID") or event.get("id") or ""
-        if event.get("Action") == "die" and container_id:
-            try:
-                code = int((actor.get("Attributes") or {}).get("exitCode", 0))
-            except ValueError:
-                code = 0
-            if len(self._exits) >= self.MAX_REMEMBERED_EXITS:
-                self._exits.pop(next(iter(self._exits)), None)  # oldest first: dicts keep insertion order
-            self._exits[container_id] = code
-        elif event.get("Action") == "start":
-            self._exits.pop(container_id, None)
+        with self._lock:
+            if event.get("Action") == "die" and container_id:
+                try:
+                    code = int((actor.get("Attributes") or {}).get("exitCode", 0))
+                except ValueError:
+                    code = 0
+                if len(self._exits) >= self.MAX_REMEMBERED_EXITS:
+                    self._exits.pop(next(iter(self._exits)), None)  # oldest first: dicts keep insertion order
+                self._exits[container_id] = code
+            elif event.get("Action") == "start":
+                self._exits.pop(container_id, None)
 
 
-EVENTS = EventWatcher((CONTAINERS, TASKS))
+def _follow_events(feed: WatchFeed[Any]) -> None:
+    EVENTS.follow(feed)
+
+
+#: Status of every kernel container / swarm task of this process, one listing each (see KernelEvents).
+CONTAINERS: StatusSource[ContainerStatus] = StatusSource(
+    "docker kernel containers", _list_containers, watch=_follow_events, max_age=0.45
+)
+#: A task on another swarm node changes without an event on this daemon: resync its listing often.
+TASKS: StatusSource[TaskStatus] = StatusSource(
+    "docker kernel service tasks", _list_tasks, watch=_follow_events, max_age=0.45, resync=10.0
+)
+EVENTS = KernelEvents((CONTAINERS, TASKS))
 
 #: When this process created a kernel's container/service (monotonic): a listing older than that cannot
 #: know it, so a poll must not read its absence as "gone".
@@ -285,36 +230,7 @@ created_at: dict[str, float] = {}
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Creating safely
-
-
-async def create_in_thread(
-    create: Callable[[], Handle], undo: Callable[[Handle], None], log: logging.Logger
-) -> Handle:
-    """Run the blocking ``create`` in a worker thread; if the launch is cancelled meanwhile (e.g. by a
-    timeout around it), undo whatever the thread still goes on to create, so nothing is orphaned."""
-    future = asyncio.ensure_future(asyncio.to_thread(create))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-
-        def undo_when_created(done: asyncio.Future[Handle]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
-            handle = done.result()
-            log.warning("Launch of %s was cancelled; removing what it created", handle.get("name"))
-            threading.Thread(target=undo, args=(handle,), name="gp-docker-undo", daemon=True).start()
-
-        future.add_done_callback(undo_when_created)
-        raise
-
-
-def log_tail(raw: bytes | str) -> str:
-    """The last lines of a log, decoded and bounded, for an error message."""
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    lines = text.rstrip().splitlines()[-LOG_TAIL_LINES:]
-    tail = "\n".join(lines)[-LOG_TAIL_CHARS:]
-    return tail or "(the log is empty)"
+# Helpers
 
 
 def wait_until(

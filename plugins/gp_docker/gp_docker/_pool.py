@@ -177,7 +177,6 @@ def pool_for(resources: Resources, size: int) -> ContainerPool | None:
     shape = pool_shape(resources)
     if shape is None:
         return None
-    _client.EVENTS.ensure_running()  # take() skips parked containers the event stream saw die
     key = json.dumps(shape, sort_keys=True)
     evicted = None
     with _pools_lock:

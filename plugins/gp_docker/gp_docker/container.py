@@ -1,7 +1,8 @@
 """The ``docker`` backend: each kernel is one Docker container.
 
-Status comes from one labelled container listing shared by every kernel in the process (see
-:class:`gp_docker._client.SharedListing`); every docker SDK call runs in a worker thread.
+Status comes from one labelled container listing shared by every kernel in the process, kept fresh by the
+daemon's event stream (``gp_docker._client.CONTAINERS``, a :class:`gp_core.StatusSource`); every docker SDK
+call runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gp_core import BackendError, Handle, LaunchError, Resources, hookimpl
+from gp_core import BackendError, Handle, LaunchError, Resources, Rollback, hookimpl
 
 from . import _client, _pool
 from ._kernelspec import docker_kernel_spec
@@ -36,7 +37,9 @@ def render_resources(
 
 
 @hookimpl
-async def launch(resources: Resources, options: DockerOptions, log: logging.Logger) -> Handle:
+async def launch(
+    resources: Resources, options: DockerOptions, rollback: Rollback, log: logging.Logger
+) -> Handle:
     def undo(handle: Handle) -> None:
         _client.remove_container(handle, graceful=False, stop_timeout=0, keep=False, log=log)
 
@@ -45,8 +48,8 @@ async def launch(resources: Resources, options: DockerOptions, log: logging.Logg
         parked = pool.take() if pool is not None else None
         if parked is not None:
             try:
-                handle = await _client.create_in_thread(
-                    partial(_pool.assign, parked, resources, log), undo, log
+                handle = await rollback.create_in_thread(
+                    partial(_pool.assign, parked, resources, log), undo, what=f"container {resources['name']}"
                 )
             except BackendError as exc:
                 log.warning("%s; starting a new container instead", exc)
@@ -57,7 +60,9 @@ async def launch(resources: Resources, options: DockerOptions, log: logging.Logg
                 return handle
         elif pool is None:
             log.debug("pool_size is set, but this kernel's argv does not run gp's launcher: not pooled")
-    handle = await _client.create_in_thread(partial(_client.create_container, resources, log), undo, log)
+    handle = await rollback.create_in_thread(
+        partial(_client.create_container, resources, log), undo, what=f"container {resources['name']}"
+    )
     log.debug("Kernel container %s (%s) started", handle["name"], handle["container_id"][:12])
     return handle
 
@@ -65,13 +70,14 @@ async def launch(resources: Resources, options: DockerOptions, log: logging.Logg
 @hookimpl
 async def poll(handle: Handle, options: DockerOptions, launching: bool, log: logging.Logger) -> int | None:
     container_id = handle["container_id"]
-    _client.EVENTS.ensure_running()
-    listing = await _client.CONTAINERS.get(
-        # 90 %: a poller on the interval's beat must not be served the listing its previous poll started
-        max_age=options.status_interval * 0.9,
+    status = await _client.CONTAINERS.get(
+        container_id,
+        # While a kernel starts, its container's state may change without an event the stream reports
+        # (the source serves from the stream otherwise); 90 %: a poller on the interval's beat must not be
+        # served the listing its previous poll started.
+        max_age=options.status_interval * 0.9 if launching else None,
         not_before=_client.created_at.get(container_id, float("-inf")),
     )
-    status = listing.get(container_id)
     # The daemon sends "die" before its listing stops saying "running": a listing fetched right after
     # the event would hide the exit until it ages out, so the event wins.
     died = _client.EVENTS.exit_code(container_id)

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gp_core import Handle, LaunchError, Resources, hookimpl
+from gp_core import Handle, LaunchError, Resources, Rollback, hookimpl
 
 from . import _client
 from ._kernelspec import docker_kernel_spec
@@ -39,11 +39,13 @@ def render_resources(
 
 
 @hookimpl
-async def launch(resources: Resources, log: logging.Logger) -> Handle:
+async def launch(resources: Resources, rollback: Rollback, log: logging.Logger) -> Handle:
     def undo(handle: Handle) -> None:
         _client.remove_service(handle, graceful=False, stop_timeout=0, log=log)
 
-    handle = await _client.create_in_thread(partial(_client.create_service, resources, log), undo, log)
+    handle = await rollback.create_in_thread(
+        partial(_client.create_service, resources, log), undo, what=f"service {resources['name']}"
+    )
     log.debug("Kernel service %s (%s) created", handle["name"], handle["service_id"][:12])
     return handle
 
@@ -53,12 +55,11 @@ async def poll(
     handle: Handle, options: DockerSwarmOptions, launching: bool, log: logging.Logger
 ) -> int | None:
     service_id = handle["service_id"]
-    _client.EVENTS.ensure_running()
-    listing = await _client.TASKS.get(
-        max_age=options.status_interval * 0.9,  # see gp_docker.container.poll
+    task = await _client.TASKS.get(
+        service_id,
+        max_age=options.status_interval * 0.9 if launching else None,  # see gp_docker.container.poll
         not_before=_client.created_at.get(service_id, float("-inf")),
     )
-    task = listing.get(service_id)
     if task is None:
         # No task yet (the swarm creates it just after the service), or the service is gone.
         if await asyncio.to_thread(_client.service_exists, handle):

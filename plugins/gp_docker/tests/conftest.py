@@ -17,6 +17,7 @@ import pytest
 from gp_docker import _client
 from gp_docker._kernelspec import IMAGE_LAUNCHER
 
+from gp_core import StatusSource
 from gp_core.testing import kernel_env, kernel_manager, launcher_argv, require_backend, write_kernelspec
 
 IMAGE = os.environ.get("GP_TEST_KERNEL_IMAGE", "gp/kernel-py:test")
@@ -30,11 +31,13 @@ def _loopback_listener(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GP_RESPONSE_PORT", "0")
 
 
-class QuietEvents(_client.EventWatcher):
-    """The event watcher without its thread, for unit tests: they feed it events by hand."""
+class QuietEvents(_client.KernelEvents):
+    """The event record without a stream, for unit tests: they feed it events by hand."""
 
-    def ensure_running(self) -> None:
-        pass
+
+def quiet_listing(fetch: Any) -> StatusSource[Any]:
+    """A listing without a watch (a fresh one per test: no cache shared between tests)."""
+    return StatusSource("test listing", fetch, max_age=0.45)
 
 
 def _docker_api() -> Any:

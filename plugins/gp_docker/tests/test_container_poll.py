@@ -12,7 +12,7 @@ from gp_docker import _client
 from gp_core import LaunchError
 from gp_core.plugins import get_backend
 
-from .conftest import QuietEvents
+from .conftest import QuietEvents, quiet_listing
 
 CONTAINER_ID = "feed" * 16
 LOG = logging.getLogger("test")
@@ -43,7 +43,7 @@ def row(state: str, status: str) -> dict[str, Any]:
 def api(monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
     fake = FakeAPI()
     monkeypatch.setattr(_client, "get_api", lambda: fake)
-    containers = _client.SharedListing(_client._list_containers)
+    containers = quiet_listing(_client._list_containers)
     monkeypatch.setattr(_client, "CONTAINERS", containers)
     monkeypatch.setattr(_client, "EVENTS", QuietEvents((containers,)))
     monkeypatch.setattr(_client, "created_at", {})

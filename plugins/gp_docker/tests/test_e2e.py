@@ -181,6 +181,19 @@ async def test_status_of_many_kernels_costs_one_list_call_per_round(kernels):
         alive = await asyncio.gather(*(km.is_alive() for km in managers))
         assert alive == [True, True, True]
         assert listing.fetches - before <= 1
+    # In steady state the daemon's event stream keeps the listing current: polls cost no API call.
+    for _ in range(100):
+        if listing.watching:
+            break
+        await asyncio.sleep(0.05)
+    assert listing.watching
+    await asyncio.gather(*(km.is_alive() for km in managers))
+    before = listing.fetches
+    for _ in range(10):  # each kernel polled on its own clock, as jupyter_server's restarters do
+        for km in managers:
+            assert await km.is_alive()
+            await asyncio.sleep(0.05)
+    assert listing.fetches == before
 
 
 async def test_a_kernel_whose_container_dies_is_reported_dead(kernels, docker_api, leftovers):

@@ -14,7 +14,7 @@ from gp_docker import _client, swarm
 from gp_core import LaunchError
 from gp_core.plugins import get_backend
 
-from .conftest import QuietEvents
+from .conftest import QuietEvents, quiet_listing
 
 KERNEL_ID = "5a0c9f1e-8b7d-4c2a-9e3f-1d2c3b4a5f6e"
 SERVICE_ID = "svc-kernel-1"
@@ -92,7 +92,7 @@ class FakeAPI:
 def api(monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
     fake = FakeAPI()
     monkeypatch.setattr(_client, "get_api", lambda: fake)
-    tasks = _client.SharedListing(_client._list_tasks)  # a fresh listing: no cache shared between tests
+    tasks = quiet_listing(_client._list_tasks)
     monkeypatch.setattr(_client, "TASKS", tasks)
     monkeypatch.setattr(_client, "EVENTS", QuietEvents((tasks,)))
     monkeypatch.setattr(_client, "created_at", {})

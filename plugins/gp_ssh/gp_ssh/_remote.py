@@ -6,11 +6,11 @@ Every SSH call runs in a worker thread (``asyncio.to_thread``); the event loop o
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 from pathlib import Path
 
-from gp_core import BackendError, Handle, LaunchError, Resources
+from gp_core import BackendError, Handle, LaunchError, Resources, Rollback
 
 from ._command import (
     LaunchRequest,
@@ -52,52 +52,52 @@ def target_for(host: str, options: SshOptions, port: int | None = None, user: st
     )
 
 
-def place(kernel_id: str, options: SshOptions, env: dict[str, str]) -> str:
-    return PLACER.place(
+def place(kernel_id: str, options: SshOptions, env: dict[str, str], rollback: Rollback) -> str:
+    """Pick the kernel's host and count it there; a launch that fails before its handle exists uncounts it
+    (core runs ``rollback``), afterwards ``stop`` does."""
+    host = PLACER.place(
         kernel_id,
         options.remote_hosts,
         options.load_balancing_algorithm,
         requested=env.get("KERNEL_REMOTE_HOST") or None,
     )
+    rollback.add(functools.partial(PLACER.release, kernel_id), what=f"kernel {kernel_id}'s place on {host}")
+    return host
 
 
 def render(
     kernel_id: str, cmd: list[str], env: dict[str, str], options: SshOptions, host: str | None
 ) -> Resources:
     """The launch script for ``host`` and where its products go (pure: reads the launcher, writes nothing)."""
-    try:
-        if not host:
-            host = place(kernel_id, options, env)
-        env = {**env, "KERNEL_ID": kernel_id}  # poll and stop recognise the kernel by it
-        log_path = kernel_log_path(options.kernel_log_dir, kernel_id)
-        launcher_index = find_launcher(cmd)
-        upload_path = source = None
-        if launcher_index is not None and options.upload_launcher != "never":
-            local_launcher = Path(cmd[launcher_index])
-            if local_launcher.is_file():
-                source = local_launcher.read_text()
-                upload_path = uploaded_launcher_path(options.kernel_log_dir, kernel_id)
-            elif options.upload_launcher == "always":
-                raise BackendError(
-                    f"upload_launcher is 'always' but the launcher {local_launcher} does not exist on this server"
-                )
-        working_dir = env.get("KERNEL_WORKING_DIR") if options.mirror_working_dirs else None
-        script = launch_script(
-            LaunchRequest(
-                kernel_id=kernel_id,
-                argv=cmd,
-                env=env,
-                log_path=log_path,
-                working_dir=working_dir or None,
-                launcher_index=launcher_index,
-                upload=options.upload_launcher,
-                upload_path=upload_path,
-                launcher_source=source,
+    if not host:
+        raise BackendError(f"Kernel {kernel_id} has no host (resolve_namespace did not place it)")
+    env = {**env, "KERNEL_ID": kernel_id}  # poll and stop recognise the kernel by it
+    log_path = kernel_log_path(options.kernel_log_dir, kernel_id)
+    launcher_index = find_launcher(cmd)
+    upload_path = source = None
+    if launcher_index is not None and options.upload_launcher != "never":
+        local_launcher = Path(cmd[launcher_index])
+        if local_launcher.is_file():
+            source = local_launcher.read_text()
+            upload_path = uploaded_launcher_path(options.kernel_log_dir, kernel_id)
+        elif options.upload_launcher == "always":
+            raise BackendError(
+                f"upload_launcher is 'always' but the launcher {local_launcher} does not exist on this server"
             )
+    working_dir = env.get("KERNEL_WORKING_DIR") if options.mirror_working_dirs else None
+    script = launch_script(
+        LaunchRequest(
+            kernel_id=kernel_id,
+            argv=cmd,
+            env=env,
+            log_path=log_path,
+            working_dir=working_dir or None,
+            launcher_index=launcher_index,
+            upload=options.upload_launcher,
+            upload_path=upload_path,
+            launcher_source=source,
         )
-    except BaseException:
-        PLACER.release(kernel_id)  # no launch will follow
-        raise
+    )
     return {
         "kernel_id": kernel_id,
         "host": host,
@@ -119,30 +119,26 @@ async def _run_quick(target: SshTarget, script: str, timeout: float, *, idempote
     return await asyncio.to_thread(POOL.run_quick, target, script, timeout, idempotent=idempotent)
 
 
-async def launch(kernel_id: str, resources: Resources, options: SshOptions, log: logging.Logger) -> Handle:
+async def launch(
+    kernel_id: str, resources: Resources, options: SshOptions, rollback: Rollback, log: logging.Logger
+) -> Handle:
     host = resources["host"]
     target = target_for(host, options, resources["port"], resources["user"])
     log.debug("Starting kernel %s on %s", kernel_id, target)
-    command = asyncio.ensure_future(
-        _run_quick(target, resources["script"], options.command_timeout, idempotent=False)
-    )
-    try:
-        result = await asyncio.shield(command)
-    except asyncio.CancelledError:
-        # The command goes on in its thread: wait for it, and stop whatever it started.
-        with contextlib.suppress(Exception):
-            handle = _handle_from(await command, kernel_id, resources, target)
-            await stop(handle, options, restart=False, force=True, log=log)
-        PLACER.release(kernel_id)
-        raise
-    except BaseException:
-        PLACER.release(kernel_id)
-        raise
-    try:
-        handle = _handle_from(result, kernel_id, resources, target)
-    except BaseException:
-        PLACER.release(kernel_id)
-        raise
+
+    def start() -> CommandResult:
+        return POOL.run_quick(target, resources["script"], options.command_timeout, idempotent=False)
+
+    async def stop_started(result: CommandResult) -> None:
+        """Undo a launch command that ran while the launch failed or was cancelled."""
+        try:
+            handle = _handle_from(result, kernel_id, resources, target)
+        except BackendError:
+            return  # it started nothing
+        await stop(handle, options, restart=False, force=True, log=log)
+
+    result = await rollback.create_in_thread(start, stop_started, what=f"kernel {kernel_id} on {host}")
+    handle = _handle_from(result, kernel_id, resources, target)
     _failed.discard(kernel_id)
     _starting.add(kernel_id)
     log.info(
@@ -181,24 +177,16 @@ async def poll(handle: Handle, options: SshOptions, launching: bool, log: loggin
         _starting.discard(kernel_id)
     target = target_for(handle["host"], options, handle["port"], handle["user"])
     script = poll_script(handle["pid"], kernel_id, handle["log_path"] if launching else None)
-    try:
-        result = await _run_quick(target, script, options.command_timeout, idempotent=True)
-    except BackendError as exc:
-        if launching:  # a hiccup must not fail the launch: the launch timeout still bounds it
-            log.warning("Could not check kernel %s on %s: %s", kernel_id, target, exc)
-            return None
-        raise
+    # A connection hiccup raises BackendError: not a failed kernel (core retries while launching, and
+    # takes the kernel as alive afterwards).
+    result = await _run_quick(target, script, options.command_timeout, idempotent=True)
     values, log_tail = parse_report(result.stdout)
     state = values.get("state")
     if state == "running":
         return None
     if state != "gone":
         answer = (result.stderr or result.stdout).strip()[-500:]
-        message = f"Unexpected answer checking kernel {kernel_id} on {target}: {answer}"
-        if launching:
-            log.warning("%s", message)
-            return None
-        raise BackendError(message)
+        raise BackendError(f"Unexpected answer checking kernel {kernel_id} on {target}: {answer}")
     if launching:
         _failed.add(kernel_id)
         raise LaunchError(

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gp_core import BackendOptions, Handle, Resources, hookimpl
+from gp_core import BackendOptions, Handle, Resources, Rollback, hookimpl
 
 from . import _remote
 from ._options import SshOptions
@@ -22,9 +22,9 @@ def declare_options() -> type[BackendOptions]:
 
 
 @hookimpl
-def resolve_namespace(kernel_id: str, options: SshOptions, env: dict[str, str]) -> str:
+def resolve_namespace(kernel_id: str, options: SshOptions, env: dict[str, str], rollback: Rollback) -> str:
     """The host: the request's KERNEL_REMOTE_HOST (one of remote_hosts), else the load balancer's pick."""
-    return _remote.place(kernel_id, options, env)
+    return _remote.place(kernel_id, options, env, rollback)
 
 
 @hookimpl
@@ -35,8 +35,10 @@ def render_resources(
 
 
 @hookimpl
-async def launch(kernel_id: str, resources: Resources, options: SshOptions, log: logging.Logger) -> Handle:
-    return await _remote.launch(kernel_id, resources, options, log)
+async def launch(
+    kernel_id: str, resources: Resources, options: SshOptions, rollback: Rollback, log: logging.Logger
+) -> Handle:
+    return await _remote.launch(kernel_id, resources, options, rollback, log)
 
 
 @hookimpl

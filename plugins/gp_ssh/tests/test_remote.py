@@ -1,5 +1,6 @@
 """The lifecycle logic around the SSH calls, with the connection pool replaced by a recorder: placement
-release on every failure path, a cancelled launch cleaning up, poll during start-up, and the log policy."""
+release on every failure path (through core's Rollback, run as core runs it), a cancelled launch cleaning
+up, poll during start-up, and the log policy."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from gp_ssh._connections import POOL, CommandResult, SshConnectionError
 from gp_ssh._options import SshOptions
 from gp_ssh._placement import PLACER
 
-from gp_core import BackendError, LaunchError
+from gp_core import BackendError, LaunchError, Rollback
 
 log = logging.getLogger("test")
 KERNEL_ID = "0f0e0d0c-0b0a-0908-0706-050403020100"
@@ -57,9 +58,19 @@ def _release() -> Any:
     PLACER.release(KERNEL_ID)
 
 
-def resources(options: SshOptions) -> dict[str, Any]:
-    host = _remote.place(KERNEL_ID, options, {})
+def resources(options: SshOptions, rollback: Rollback | None = None) -> dict[str, Any]:
+    host = _remote.place(KERNEL_ID, options, {}, Rollback() if rollback is None else rollback)
     return _remote.render(KERNEL_ID, ["python3", "-c", "pass"], {"KERNEL_X": "1"}, options, host)
+
+
+async def launch(options: SshOptions) -> dict[str, Any]:
+    """Place and launch as core does: a launch failing before its handle exists runs the rollback."""
+    rollback = Rollback(log)
+    try:
+        return await _remote.launch(KERNEL_ID, resources(options, rollback), options, rollback, log)
+    except BaseException:
+        await asyncio.shield(rollback.run())
+        raise
 
 
 def ok(**values: str) -> CommandResult:
@@ -68,7 +79,7 @@ def ok(**values: str) -> CommandResult:
 
 async def test_launch_and_stop(remote: FakeRemote, options: SshOptions) -> None:
     remote.answers = [ok(pid="4242")]
-    handle = await _remote.launch(KERNEL_ID, resources(options), options, log)
+    handle = await launch(options)
     assert handle["pid"] == handle["pgid"] == 4242
     assert handle["ip"] == handle["host"] in ("h1", "h2")
     assert PLACER.host_of(KERNEL_ID) == handle["host"]
@@ -82,28 +93,31 @@ async def test_launch_and_stop(remote: FakeRemote, options: SshOptions) -> None:
 async def test_a_refused_launch_releases_the_host(remote: FakeRemote, options: SshOptions) -> None:
     remote.answers = [CommandResult(98, "", "gp-ssh: python3 was not found")]
     with pytest.raises(BackendError, match=r"on host h\d .*python3 was not found"):
-        await _remote.launch(KERNEL_ID, resources(options), options, log)
+        await launch(options)
     assert PLACER.host_of(KERNEL_ID) is None
 
 
 async def test_an_unreachable_host_releases_the_host(remote: FakeRemote, options: SshOptions) -> None:
     remote.answers = [SshConnectionError("Cannot connect to u@h1:22: Connection refused")]
     with pytest.raises(BackendError, match="Cannot connect"):
-        await _remote.launch(KERNEL_ID, resources(options), options, log)
+        await launch(options)
     assert PLACER.host_of(KERNEL_ID) is None
 
 
 async def test_a_failing_render_releases_the_host(options: SshOptions) -> None:
-    host = _remote.place(KERNEL_ID, options, {})
+    rollback = Rollback(log)
+    host = _remote.place(KERNEL_ID, options, {}, rollback)
     with pytest.raises(BackendError, match="cannot be passed"):
         _remote.render(KERNEL_ID, ["python3"], {"BAD-NAME": "x"}, options, host)
+    assert PLACER.host_of(KERNEL_ID) == host  # render is pure: core's rollback releases it
+    assert await rollback.run() == []
     assert PLACER.host_of(KERNEL_ID) is None
 
 
 async def test_a_cancelled_launch_stops_what_it_started(remote: FakeRemote, options: SshOptions) -> None:
     remote.gate = threading.Event()
     remote.answers = [ok(pid="4242"), ok(result="stopped")]
-    task = asyncio.create_task(_remote.launch(KERNEL_ID, resources(options), options, log))
+    task = asyncio.create_task(launch(options))
     while not remote.scripts:  # the launch command is under way in its thread
         await asyncio.sleep(0.01)
     task.cancel()
@@ -118,9 +132,10 @@ async def test_a_cancelled_launch_stops_what_it_started(remote: FakeRemote, opti
 
 async def test_poll_during_start_up(remote: FakeRemote, options: SshOptions) -> None:
     remote.answers = [ok(pid="4242")]
-    handle = await _remote.launch(KERNEL_ID, resources(options), options, log)
+    handle = await launch(options)
     remote.answers = [SshConnectionError("hiccup")]
-    assert await _remote.poll(handle, options, True, log) is None  # the launch timeout still bounds it
+    with pytest.raises(BackendError, match="hiccup"):  # not a LaunchError: core retries the poll
+        await _remote.poll(handle, options, True, log)
     remote.answers = [CommandResult(0, "gp-ssh-state=gone\ngp-ssh-log-begin\nTraceback: boom\n", "")]
     with pytest.raises(LaunchError, match=r"(?s)exited during start-up on host h\d.*Traceback: boom"):
         await _remote.poll(handle, options, True, log)
@@ -132,7 +147,7 @@ async def test_poll_during_start_up(remote: FakeRemote, options: SshOptions) -> 
 
 async def test_after_start_up_a_poll_error_is_raised(remote: FakeRemote, options: SshOptions) -> None:
     remote.answers = [ok(pid="4242")]
-    handle = await _remote.launch(KERNEL_ID, resources(options), options, log)
+    handle = await launch(options)
     remote.answers = [SshConnectionError("host down")]
     with pytest.raises(BackendError, match="host down"):  # core logs it and keeps the kernel
         await _remote.poll(handle, options, False, log)
@@ -153,7 +168,7 @@ async def test_log_policy(
     remote: FakeRemote, options: SshOptions, restart: bool, force: bool, polled: bool, log_removed: bool
 ) -> None:
     remote.answers = [ok(pid="4242")]
-    handle = await _remote.launch(KERNEL_ID, resources(options), options, log)
+    handle = await launch(options)
     if polled:
         remote.answers = [ok(state="running")]
         await _remote.poll(handle, options, False, log)
@@ -165,7 +180,7 @@ async def test_log_policy(
 
 async def test_a_kernel_surviving_sigkill_is_an_error(remote: FakeRemote, options: SshOptions) -> None:
     remote.answers = [ok(pid="4242")]
-    handle = await _remote.launch(KERNEL_ID, resources(options), options, log)
+    handle = await launch(options)
     remote.answers = [ok(result="alive")]
     with pytest.raises(BackendError, match="survived SIGKILL"):
         await _remote.stop(handle, options, restart=False, force=True, log=log)
