@@ -7,7 +7,6 @@ argv and env travel to the docker API as JSON arrays, never through a shell or a
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 import re
 from fnmatch import fnmatchcase
@@ -48,12 +47,10 @@ def kernel_labels(kernel_id: str) -> dict[str, str]:
     return {"kernel_id": kernel_id, "component": "kernel", "app": APP_LABEL}
 
 
-def _requested(env: dict[str, str], name: str) -> str | None:
-    """A request's value for ``name``; one equal to the server's own environment is not a request."""
-    value = env.get(name)
-    if value is None or value == "" or value == os.environ.get(name):
-        return None
-    return value
+def _requested(request_env: dict[str, str], name: str) -> str | None:
+    """The start request's value for ``name`` (core's ``request_env``: what the request set), or None."""
+    value = request_env.get(name)
+    return None if value is None or value == "" else value
 
 
 def select_image(env: dict[str, str], options: DockerOptions) -> str:
@@ -167,15 +164,16 @@ def render(
     kernel_id: str,
     cmd: list[str],
     env: dict[str, str],
+    request_env: dict[str, str],
     options: DockerOptions,
     log: logging.Logger,
 ) -> Resources:
     """The JSON-serialisable spec ``launch`` turns into a container (``kind="container"``) or a swarm
-    service (``kind="service"``)."""
-    image = select_image(env, options)
+    service (``kind="service"``). What a request may choose (image, limits) is read from ``request_env``."""
+    image = select_image(request_env, options)
     uid, gid = select_user(env, options)
     working_dir = select_working_dir(env, options, log)
-    nano_cpus, memory_bytes = select_limits(env, options)
+    nano_cpus, memory_bytes = select_limits(request_env, options)
     name = resource_name(env.get("KERNEL_USERNAME", ""), kernel_id)
 
     kernel_env = dict(env)

@@ -31,9 +31,14 @@ def declare_options() -> type[DockerOptions]:
 
 @hookimpl
 def render_resources(
-    kernel_id: str, cmd: list[str], env: dict[str, str], options: DockerOptions, log: logging.Logger
+    kernel_id: str,
+    cmd: list[str],
+    env: dict[str, str],
+    request_env: dict[str, str],
+    options: DockerOptions,
+    log: logging.Logger,
 ) -> Resources:
-    return render("container", kernel_id, cmd, env, options, log)
+    return render("container", kernel_id, cmd, env, request_env, options, log)
 
 
 @hookimpl

@@ -33,9 +33,14 @@ def declare_options() -> type[DockerSwarmOptions]:
 
 @hookimpl
 def render_resources(
-    kernel_id: str, cmd: list[str], env: dict[str, str], options: DockerSwarmOptions, log: logging.Logger
+    kernel_id: str,
+    cmd: list[str],
+    env: dict[str, str],
+    request_env: dict[str, str],
+    options: DockerSwarmOptions,
+    log: logging.Logger,
 ) -> Resources:
-    return render("service", kernel_id, cmd, env, options, log)
+    return render("service", kernel_id, cmd, env, request_env, options, log)
 
 
 @hookimpl

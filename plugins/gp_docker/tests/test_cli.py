@@ -11,8 +11,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from gp_docker.bootstrap import install_launchers
 
+from gp_core.bootstrap import install_launchers
 from gp_core.launcher import LAUNCHER_PATH
 
 LAUNCHER_ARGS = [
@@ -42,7 +42,7 @@ def docker_spec(*args: str) -> subprocess.CompletedProcess[str]:
 def test_console_scripts_and_backends_are_registered():
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts["jupyter-docker-spec"] == "gp_docker.specapp:DockerSpecApp.launch_instance"
-    assert scripts["jupyter-image-bootstrap"] == "gp_docker.bootstrap:ImageBootstrapApp.launch_instance"
+    assert scripts["jupyter-image-bootstrap"] == "gp_core.bootstrap:ImageBootstrapApp.launch_instance"
     backends = {ep.name: ep.value for ep in entry_points(group="gp_core.backends")}
     assert backends["docker"] == "gp_docker.container"
     assert backends["docker-swarm"] == "gp_docker.swarm"
@@ -130,7 +130,7 @@ def test_docker_spec_refuses_bad_input(tmp_path):
 
 
 def image_bootstrap(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_app("gp_docker.bootstrap.ImageBootstrapApp", *args)
+    return run_app("gp_core.bootstrap.ImageBootstrapApp", *args)
 
 
 def test_image_bootstrap_install(tmp_path):

@@ -213,6 +213,8 @@ def test_parked_containers_exit_when_their_server_dies_and_are_swept_later(backe
         kernel_id="k",
         cmd=LAUNCHER_ARGV,
         env={"KERNEL_USERNAME": "x"},
+        request_env={},
+        resource_dir=None,
         options=options,
         namespace=None,
         log=None,

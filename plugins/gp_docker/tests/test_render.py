@@ -38,7 +38,13 @@ def render(backend: str = "docker", options: dict[str, Any] | None = None, **req
     plugin = get_backend(backend)
     built = plugin.make_options({"image": "gp/kernel-py:test", **(options or {})})
     return plugin.hook.render_resources(
-        kernel_id=KERNEL_ID, cmd=CMD, env=launch_env(**request), options=built, namespace=None, log=LOG
+        kernel_id=KERNEL_ID,
+        cmd=CMD,
+        env=launch_env(**request),
+        request_env=dict(request),  # as core computes it: what the request set
+        options=built,
+        namespace=None,
+        log=LOG,
     )
 
 
@@ -197,6 +203,8 @@ def test_missing_image_is_a_clear_error():
             kernel_id=KERNEL_ID,
             cmd=CMD,
             env=launch_env(),
+            request_env={},
+            resource_dir=None,
             options=plugin.make_options({}),
             namespace=None,
             log=LOG,
@@ -210,6 +218,8 @@ def test_image_from_env(monkeypatch):
         kernel_id=KERNEL_ID,
         cmd=CMD,
         env=launch_env(),
+        request_env={},
+        resource_dir=None,
         options=plugin.make_options({}),
         namespace=None,
         log=LOG,
@@ -333,7 +343,7 @@ def test_importing_core_does_not_import_docker():
     import subprocess
     import sys
 
-    code = "import gp_core, gp_core.provisioner, gp_docker, gp_docker.bootstrap, sys; print('docker' in sys.modules)"
+    code = "import gp_core, gp_core.provisioner, gp_docker, gp_core.bootstrap, sys; print('docker' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -359,6 +369,8 @@ def test_pool_shapes_tell_apart_what_a_parked_container_cannot_change():
         kernel_id=KERNEL_ID,
         cmd=["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         env=launch_env(),
+        request_env={},
+        resource_dir=None,
         options=plugin.make_options({"image": "gp/kernel-py:test"}),
         namespace=None,
         log=LOG,

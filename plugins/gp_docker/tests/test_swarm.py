@@ -120,6 +120,8 @@ def test_rendered_service_is_never_restarted_and_has_no_virtual_ip(api, backend)
         kernel_id=KERNEL_ID,
         cmd=["python3", "-c", "pass"],
         env={"KERNEL_ID": KERNEL_ID, "KERNEL_USERNAME": "alice"},
+        request_env={},
+        resource_dir=None,
         options=options,
         namespace=None,
         log=LOG,

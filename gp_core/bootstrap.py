@@ -57,7 +57,7 @@ def install_launchers(dest: str | Path, languages: list[str], launchers_only: bo
             written.append(target)
     if not launchers_only:
         script = dest / BOOTSTRAP_SCRIPT
-        script.write_bytes(files("gp_docker").joinpath(BOOTSTRAP_SCRIPT).read_bytes())
+        script.write_bytes(files("gp_core").joinpath(BOOTSTRAP_SCRIPT).read_bytes())
         script.chmod(0o755)
         written.append(script)
     return written
@@ -105,7 +105,7 @@ class ImageBootstrapApp(JupyterApp):
     """``jupyter image-bootstrap``: its subcommand ``install`` writes gp's launchers for a kernel image."""
 
     name = "jupyter-image-bootstrap"
-    description = "Prepare kernel images for gp's container backends."
+    description = "Prepare kernel images for gp's container and cluster backends (docker, k8s, ...)."
     subcommands: dict[str, tuple[Any, str]] = {
         "install": (ImageBootstrapInstallApp, ImageBootstrapInstallApp.description)
     }
