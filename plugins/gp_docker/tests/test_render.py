@@ -42,6 +42,7 @@ def render(backend: str = "docker", options: dict[str, Any] | None = None, **req
         cmd=CMD,
         env=launch_env(**request),
         request_env=dict(request),  # as core computes it: what the request set
+        resource_dir=None,
         options=built,
         namespace=None,
         log=LOG,
