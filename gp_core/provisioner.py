@@ -15,8 +15,9 @@ import os
 import re
 import signal
 import sys
-from typing import Any
+from typing import Any, cast
 
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, List, TraitError, Unicode, default, validate
 
@@ -40,7 +41,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COMM_TIMEOUT = 5.0
 
 
-class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+class GenericRemoteProvisioner(KernelProvisionerBase):
     """Starts a kernel wherever the selected gp backend puts it.
 
     ``kernel.json``::
@@ -193,7 +194,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         kwargs["env"] = {k: v for k, v in env.items() if k != "GP_LAUNCH_TOKEN"}
         return kwargs
 
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         assert self._listener is not None, "pre_launch must run first"
         plan = self._plan
         self._exited = self._terminated = False
@@ -295,7 +296,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         info["key"] = key.encode() if isinstance(key, str) else key
         self._report = report
         self._comm_address = (info["ip"], report.comm_port)
-        self.connection_info = info
+        self.connection_info = cast(KernelConnectionInfo, info)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -322,7 +323,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if encoded != self._handle_json:
             self._handle_json = encoded
             self.log.debug("Kernel %s: gp backend %r updated its handle", self.kernel_id, self.backend)
-        return status  # type: ignore[no-any-return]
+        return status
 
     def _encode_handle(self, handle: dict[str, Any]) -> str:
         try:
@@ -448,9 +449,10 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
-        connection_info = dict(self.connection_info)
-        if isinstance(connection_info.get("key"), bytes):
-            connection_info["key"] = connection_info["key"].decode()
+        connection_info: dict[str, Any] = dict(self.connection_info)
+        key = connection_info.get("key")
+        if isinstance(key, bytes):
+            connection_info["key"] = key.decode()
         info.update(
             connection_info=connection_info,  # JSON-serialisable, unlike the base class's bytes key
             backend=self.backend,
@@ -467,8 +469,11 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                 f"provisioner info is for gp backend {provisioner_info.get('backend')!r}, "
                 f"this provisioner runs {self.backend!r}"
             )
-        key = self.connection_info.get("key", b"")
-        self.connection_info = {**self.connection_info, "key": key.encode() if isinstance(key, str) else key}
+        key: Any = self.connection_info.get("key", b"")
+        self.connection_info = cast(
+            KernelConnectionInfo,
+            {**self.connection_info, "key": key.encode() if isinstance(key, str) else key},
+        )
         self._handle = provisioner_info.get("handle")
         comm = provisioner_info.get("comm_address")
         self._comm_address = (str(comm[0]), int(comm[1])) if comm else None

@@ -246,6 +246,7 @@ class SpecInstallerApp(JupyterApp):
             print(f"No subcommand given; choose one of: {', '.join(self.subcommands)}", file=sys.stderr)
             self.print_subcommands()
             self.exit(1)
+            return
         self.subapp.start()
 
 

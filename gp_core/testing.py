@@ -149,6 +149,7 @@ async def silence_comm_port(km: AsyncKernelManager) -> tuple[str, int]:
     What a launcher whose comm thread died, or whose port a firewall blocks, looks like to the server.
     Returns the (host, port) that no longer answers.
     """
+    assert km.provisioner is not None, "the kernel has not been started"
     host, port = (await km.provisioner.get_provisioner_info())["comm_address"]
     output, reply = await execute(km, _CLOSE_LISTENING_PORT.format(port=int(port)))
     if reply["status"] != "ok" or output.strip() != "1":

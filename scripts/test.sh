@@ -3,9 +3,9 @@
 #
 #   bash scripts/test.sh [pytest args]          e.g.  bash scripts/test.sh plugins/gp_ssh -k restart -x
 #
-# Steps: system packages -> .venv + editable installs -> ruff -> dockerd + swarm -> kernel image -> test sshd
+# Steps: system packages -> .venv + editable installs -> ruff + mypy -> dockerd + swarm -> kernel image -> test sshd
 #        -> pytest.  See docs/testing.md.
-# Env knobs: GP_SKIP_LINT=1 (skip ruff), PYTEST_TIMEOUT (per-test timeout, default 300 s), and the
+# Env knobs: GP_SKIP_LINT=1 (skip ruff and mypy), PYTEST_TIMEOUT (per-test timeout, default 300 s), and the
 #            GP_* variables exported below may be pre-set to override their defaults.
 set -euo pipefail
 
@@ -30,6 +30,7 @@ export GP_TEST_PYTHON=${GP_TEST_PYTHON:-$PY}
 export GP_REQUIRED_BACKENDS=${GP_REQUIRED_BACKENDS-docker,docker-swarm,ssh}
 export PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-300}
 RUFF_VERSION=0.17.6   # pinned: lint results must not change under our feet
+MYPY_VERSION=2.4.1    # pinned likewise
 
 # ---- clean-up on exit ------------------------------------------------------------------------------------
 SSH_LOCK="$STATE/sshd-users.lock"
@@ -102,7 +103,7 @@ projects=("$ROOT")
 for pp in "$ROOT"/plugins/*/pyproject.toml "$ROOT"/tests/example_backend/pyproject.toml; do
     [ -f "$pp" ] && projects+=("$(dirname "$pp")")
 done
-TEST_DEPS=(pytest pytest-asyncio pytest-timeout ipykernel "ruff==$RUFF_VERSION")
+TEST_DEPS=(pytest pytest-asyncio pytest-timeout ipykernel "ruff==$RUFF_VERSION" "mypy==$MYPY_VERSION")
 # The editable installs are redone whenever anything that shapes them changes (the projects' pyproject.toml /
 # setup.* files and top-level python packages, the test deps, the python), or a distribution has gone
 # missing from the venv; otherwise they are skipped (a no-op reinstall costs ~2 s per project).
@@ -151,6 +152,8 @@ if [ "${GP_SKIP_LINT:-0}" != 1 ]; then
     step "ruff check + ruff format --check"
     "$VENV/bin/ruff" check . || fail "ruff check found problems (fix them, or see: .venv/bin/ruff check --fix .)"
     "$VENV/bin/ruff" format --check . || fail "files need formatting (run: .venv/bin/ruff format .)"
+    step "mypy (gp_core and every plugin)"
+    bash scripts/typecheck.sh || fail "mypy found type errors (run: bash scripts/typecheck.sh)"
 fi
 
 # ---- 4. docker + swarm -----------------------------------------------------------------------------------

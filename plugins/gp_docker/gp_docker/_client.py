@@ -169,6 +169,7 @@ class KernelEvents:
         self._listings = listings
         self._lock = threading.Lock()
         self._exits: dict[str, int] = {}  # container id -> exit code, for containers seen to die
+        self.seen = 0  # events received (tests compare it with the listings' fetches)
 
     def exit_code(self, container_id: str) -> int | None:
         """The exit code of ``container_id`` if this process saw it die, else None."""
@@ -185,6 +186,7 @@ class KernelEvents:
         feed.on_stop(events.close)  # a blocked read returns once the source stops
         feed.connected()  # from now on nothing changes unseen; what happened before: refetch once
         for event in events:
+            self.seen += 1
             self._remember_exit(event)
             self._invalidate()
             if feed.stopping.is_set():
@@ -310,8 +312,11 @@ def create_container(resources: Resources, log: logging.Logger, stdin_once: bool
     try:
         api.start(container_id)
         if network not in ("host", "none"):
-            networks = api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
-            ip = (networks.get(network) or next(iter(networks.values()), {})).get("IPAddress")
+            networks: dict[str, Any] = (
+                api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
+            )
+            attachment: dict[str, Any] = networks.get(network) or next(iter(networks.values()), {})
+            ip = attachment.get("IPAddress")
             if ip:
                 handle["ip"] = ip
     except BaseException as exc:

@@ -50,8 +50,8 @@ class DockerInstallSpecApp(InstallSpecApp):
 
     _image_name_default = default("image_name")(env_default("GP_IMAGE_NAME", ""))
 
-    @property  # type: ignore[override]
-    def backend_name(self) -> str:
+    @property
+    def backend_name(self) -> str:  # type: ignore[override]
         return "docker-swarm" if self.swarm else "docker"
 
     @default("python")
