@@ -16,6 +16,7 @@ from .errors import (
     LaunchError,
     LaunchTimeoutError,
     ProtocolError,
+    ServerConfigError,
     UnknownBackendError,
 )
 from .hookspecs import Handle, Resources, hookimpl
@@ -76,6 +77,7 @@ __all__ = [
     "Resources",
     "ResponseListener",
     "Rollback",
+    "ServerConfigError",
     "SpecInstallerApp",
     "StatusSource",
     "UnknownBackendError",

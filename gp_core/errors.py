@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
+
+#: The backends of gp's own distributions, for install hints only: core dispatches on none of them (a
+#: test checks this against plugins/*/pyproject.toml).
+GP_DISTRIBUTIONS = {
+    "docker": "gp-docker",
+    "docker-swarm": "gp-docker",
+    "ssh": "gp-ssh",
+    "k8s": "gp-k8s",
+    "yarn": "gp-yarn",
+    "spark-operator": "gp-sparkop",
+}
+
 
 class GPError(Exception):
     """Base class of every error gp raises on purpose."""
@@ -28,17 +41,44 @@ class UnknownBackendError(GPError, LookupError):
     def __init__(self, name: str, installed: list[str]) -> None:
         self.name = name
         self.installed = sorted(installed)
-        super().__init__(
-            f"Unknown gp backend {name!r}; installed backends: {', '.join(self.installed) or 'none'}. "
-            f"Install the package that provides it (e.g. 'pip install gp-{name}')."
-        )
+        super().__init__(unknown_backend_message(name, self.installed))
 
     def __str__(self) -> str:  # LookupError would otherwise quote the message
         return str(self.args[0])
 
 
+def unknown_backend_message(name: str, installed: list[str]) -> str:
+    """Say that ``name`` is no installed backend, with a close installed (or gp) name, or how to install it.
+
+    ``pip install`` is suggested only for a backend of gp's own distributions, or, as an example, when
+    no installed name is close (a typo of an installed backend must not send anyone to an index).
+    """
+    listing = f"installed backends: {', '.join(installed) or 'none'}"
+    close = difflib.get_close_matches(name, installed, n=1, cutoff=0.6)
+    if name in GP_DISTRIBUTIONS:
+        dist = GP_DISTRIBUTIONS[name]
+        return f"Unknown gp backend {name!r}; {listing}. It is provided by {dist}: pip install {dist}"
+    if close:
+        return f"Unknown gp backend {name!r}; did you mean {close[0]!r}? {listing}"
+    known = difflib.get_close_matches(name, sorted(GP_DISTRIBUTIONS), n=1, cutoff=0.6)
+    if known:
+        dist = GP_DISTRIBUTIONS[known[0]]
+        return (
+            f"Unknown gp backend {name!r}; did you mean {known[0]!r} (not installed: pip install {dist})? "
+            f"{listing}"
+        )
+    return (
+        f"Unknown gp backend {name!r}; {listing}. "
+        f"Install the package that provides it (e.g. 'pip install gp-{name}')."
+    )
+
+
 class InvalidOptionError(GPError, ValueError):
     """A provisioner or backend option is unknown or has an invalid value."""
+
+
+class ServerConfigError(InvalidOptionError):
+    """The server's own configuration (``c.<Section>.<option>``, a ``GP_*`` variable) is invalid."""
 
 
 class ProtocolError(GPError):
@@ -52,5 +92,6 @@ __all__ = [
     "LaunchError",
     "LaunchTimeoutError",
     "ProtocolError",
+    "ServerConfigError",
     "UnknownBackendError",
 ]

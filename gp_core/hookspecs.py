@@ -123,7 +123,9 @@ def declare_options() -> type[BackendOptions] | None:
     rejects any other key, and invalid values, with :class:`gp_core.InvalidOptionError`. Core runs
     every option's effective value (a ``GP_*`` default too) through the trait's validators, so a
     ``@validate`` method raising ``traitlets.TraitError`` with a message saying what is allowed is
-    enough. Class attribute ``secret_env`` names server variables that must never reach a kernel.
+    enough. Class attribute ``secret_env`` names server variables that must never reach a kernel. No
+    option may be named like a core option (``gp_core.options.CORE_OPTION_NAMES``: kernel.json holds both
+    in one namespace): such a backend is refused when loaded.
 
     :returns: The options class, or ``None`` when the backend has no options.
     :raises gp_core.BackendError: When the backend cannot work in this server (say why). Anything

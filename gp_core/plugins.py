@@ -20,7 +20,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import BackendError, InvalidOptionError, UnknownBackendError
-from .options import BackendOptions, parse_list, unknown_options_message
+from .options import CORE_OPTION_NAMES, BackendOptions, parse_list, unknown_options_message
 
 GROUP = "gp_core.backends"
 T = TypeVar("T")
@@ -71,6 +71,16 @@ class Backend:
                 f"gp backend {name!r}: declare_options must return a BackendOptions subclass, "
                 f"not {options_class!r}"
             )
+        if options_class is not None:
+            shadowing = sorted(set(options_class.option_names()) & set(CORE_OPTION_NAMES))
+            if shadowing:
+                # kernel.json's config and the server's c.* sections hold both in one namespace.
+                raise BackendError(
+                    f"gp backend {name!r} is invalid: its option(s) "
+                    f"{', '.join(f'{options_class.__name__}.{o}' for o in shadowing)} would shadow gp's core "
+                    f"option(s) {', '.join(f'GenericRemoteProvisioner.{o}' for o in shadowing)}; "
+                    "rename the backend's option(s)"
+                )
         self.options_class: type[BackendOptions] | None = options_class
         self.hook = self.pm.hook
 

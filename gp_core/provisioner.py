@@ -19,6 +19,7 @@ from typing import Any
 
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, List, TraitError, Unicode, default, validate
+from traitlets.config import Config
 
 from .errors import (
     BackendError,
@@ -29,7 +30,7 @@ from .errors import (
     ProtocolError,
 )
 from .listener import LaunchReport, PendingLaunch, ResponseListener
-from .options import env_default
+from .options import CORE_OPTION_NAMES, assign_options, check_server_config, config_error, env_default
 from .plugins import Backend, get_backend, installed_backends
 from .protocol import comm_request, parse_port_range
 from .rollback import Rollback
@@ -38,6 +39,8 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: How long a signal over the communication port may take before it counts as unanswered.
 _COMM_TIMEOUT = 5.0
+#: What core's option errors call the options' owner.
+_OWNER = "gp-remote-provisioner"
 
 
 class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
@@ -109,23 +112,30 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         own = set(self.class_trait_names()) | {"parent", "config"}
         self._backend_values = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
+        # kernel.json's core values are assigned after the server's config, so that each error names its source.
+        core_values = {k: kwargs.pop(k) for k in list(kwargs) if k in CORE_OPTION_NAMES}
         try:
             super().__init__(**kwargs)
-        except TraitError as exc:
-            raise InvalidOptionError(f"Invalid gp-remote-provisioner option: {exc}") from exc
+        except (TraitError, ValueError) as exc:
+            config = kwargs.get("config") or getattr(kwargs.get("parent"), "config", None) or Config()
+            raise config_error(type(self), config, _OWNER, exc) from exc
+        assign_options(self, self.core_option_names(), core_values, _OWNER)
         if not self.backend:
             raise InvalidOptionError(
                 "kernel.json's kernel_provisioner config must name a gp backend, e.g. "
                 f'"backend": "local"; installed backends: {", ".join(installed_backends())}'
             )
         self._backend: Backend = get_backend(self.backend)
+        options_class = self._backend.options_class
+        check_server_config(
+            self,
+            _OWNER,
+            {"GenericRemoteProvisioner": self.core_option_names()},
+            elsewhere={options_class.__name__: options_class.option_names()} if options_class else None,
+        )
         self.options = self._backend.make_options(
             self._backend_values, parent=self, other_options=self.core_option_names()
         )
-        # Resolve env defaults now (dynamic defaults skip @validate), so a bad GP_* value fails before launch.
-        parse_port_range(self.port_range)
-        for name in ("launch_timeout", "max_launch_timeout", "poll_interval"):
-            self._check_positive({"value": getattr(self, name), "trait": self.traits()[name]})
         self._handle: dict[str, Any] | None = None
         self._report: LaunchReport | None = None
         self._comm_address: tuple[str, int] | None = None

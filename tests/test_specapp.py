@@ -163,6 +163,6 @@ def test_spec_with_an_unknown_option_lists_every_valid_one(tmp_path, async_spec_
         TypoApp().build_spec(tmp_path)
     core = ", ".join(GenericRemoteProvisioner.core_option_names())
     assert str(info.value) == (
-        "Unknown option(s) 'flavor' for gp backend 'undo-async-spec'; "
+        "Unknown option(s) 'flavor' for gp backend 'undo-async-spec' (did you mean 'flavour'?); "
         f"valid options: {core} (core), flavour (undo-async-spec)"
     )
