@@ -125,7 +125,9 @@ def declare_options() -> type[BackendOptions] | None:
     ``@validate`` method raising ``traitlets.TraitError`` with a message saying what is allowed is
     enough. Class attribute ``secret_env`` names server variables that must never reach a kernel. No
     option may be named like a core option (``gp_core.options.CORE_OPTION_NAMES``: kernel.json holds both
-    in one namespace): such a backend is refused when loaded.
+    in one namespace): such a backend is refused when loaded. Tag an option that restricts (a deny list,
+    an allow list, a cap) with ``.tag(policy="deny" | "allow" | "cap")``: kernel.json may then only
+    tighten the server's value (see :func:`gp_core.options.apply_policy`).
 
     :returns: The options class, or ``None`` when the backend has no options.
     :raises gp_core.BackendError: When the backend cannot work in this server (say why). Anything

@@ -7,16 +7,21 @@ methods built with :func:`env_default` give the third, read when the options obj
 import. traitlets runs ``@validate`` only on assignment, never on a default, so
 :meth:`BackendOptions.from_config` assigns every option's effective value once: a bad ``GP_*`` value is
 refused up front like a bad ``kernel.json`` one.
+
+Security options are a floor, not a default: a trait tagged ``.tag(policy=...)`` may be tightened by
+``kernel.json`` but never loosened past the server's value (server config, ``GP_*`` env or default), as
+users may be able to write their own kernelspecs (see :func:`apply_policy`).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
-from traitlets import TraitError
+from traitlets import TraitError, TraitType
 from traitlets.config import Config, Configurable
 from traitlets.config.loader import DeferredConfig, LazyConfigValue
 from traitlets.traitlets import DefaultHandler
@@ -35,6 +40,8 @@ CORE_OPTION_NAMES = (
     "port_range",
     "unauthorized_users",
 )
+#: The values of a trait's ``policy`` tag (see :func:`apply_policy`).
+POLICIES = ("deny", "allow", "cap")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -109,7 +116,9 @@ def option_env_vars(cls: type[Configurable], name: str) -> tuple[str, ...]:
 class BackendOptions(Configurable):
     """Base class of a backend's options (see the ``declare_options`` hook).
 
-    Each ``config=True`` trait is an option ``kernel.json`` may set beside ``"backend"``.
+    Each ``config=True`` trait is an option ``kernel.json`` may set beside ``"backend"``. A security option
+    is tagged with a policy (``.tag(policy="deny" | "allow" | "cap")``, see :func:`apply_policy`): then
+    kernel.json may only tighten the server's value.
     """
 
     #: Server environment variables that hold the backend's secrets (e.g. a password). Core drops them
@@ -136,12 +145,14 @@ class BackendOptions(Configurable):
         values: Mapping[str, Any],
         parent: Any = None,
         other_options: Iterable[str] = (),
+        policy: bool = True,
     ) -> BackendOptions:
         """Validate ``values`` (the per-kernel options) and build the options object.
 
         Every option's effective value (kernel.json, server config, ``GP_*`` env or default) passes the
         trait's validators; a key of the server config sections (``c.<Section>.<key>``) that is no option
-        is an error. ``other_options`` are the
+        is an error; a kernel.json value of a policy option may only tighten the server's (``policy=False``
+        skips that, for spec installers, which write what they are told). ``other_options`` are the
         names valid beside the backend's (core's own), listed when a key is unknown.
 
         :raises InvalidOptionError: Naming the option, where its value came from and what is allowed.
@@ -159,7 +170,7 @@ class BackendOptions(Configurable):
         check_server_config(
             options, owner, cls.config_sections(), elsewhere={"GenericRemoteProvisioner": CORE_OPTION_NAMES}
         )
-        assign_options(options, cls.option_names(), values, owner)
+        assign_options(options, cls.option_names(), values, owner, policy=policy)
         return options
 
     def to_dict(self) -> dict[str, Any]:
@@ -285,27 +296,111 @@ def config_error(cls: type[Configurable], config: Config, owner: str, error: Exc
     return ServerConfigError(f"Invalid server config for {owner}: {error}")
 
 
-def assign_options(obj: Configurable, names: Iterable[str], values: Mapping[str, Any], owner: str) -> None:
+def assign_options(
+    obj: Configurable, names: Iterable[str], values: Mapping[str, Any], owner: str, policy: bool = True
+) -> None:
     """Give each option ``names`` of ``obj`` (built from server config) its effective value.
 
     ``values`` are kernel.json's. traitlets runs ``@validate`` only on assignment, never on a default, so
-    the server's value is assigned when it is used (no kernel.json value), else the kernel.json value is:
-    every error names the value's source.
+    the server's value is assigned when it is used (no kernel.json value, or a policy option's floor),
+    then the kernel.json value is: every error names the value's source. A policy option then gets
+    :func:`apply_policy`'s combination of the two (unless ``policy`` is false).
     """
+    traits = obj.traits()
+    names = list(names)
+    server: dict[str, Any] = {}
+    requested: dict[str, Any] = {}
     for name in names:
-        if name not in values:
+        is_policy = policy and traits[name].metadata.get("policy") is not None
+        if name not in values or is_policy:
             try:
                 setattr(obj, name, getattr(obj, name))
             except (TraitError, ValueError) as exc:
                 raise ServerConfigError(
                     invalid_message(obj, owner, name, server_source(obj, name), exc)
                 ) from exc
-        else:
+            server[name] = getattr(obj, name)
+        if name in values:
             try:
                 setattr(obj, name, values[name])
             except (TraitError, ValueError) as exc:
                 source = f"kernel.json value {values[name]!r}"
                 raise InvalidOptionError(invalid_message(obj, owner, name, source, exc)) from exc
+            requested[name] = getattr(obj, name)
+    if not policy:
+        return
+    for name in names:
+        if name in requested and traits[name].metadata.get("policy") is not None:
+            merged = apply_policy(obj, name, server, requested, owner, values[name])
+            if merged != requested[name]:
+                setattr(obj, name, merged)
+
+
+def _cap_level(traits: Mapping[str, TraitType[Any, Any]], values: Mapping[str, Any], name: str) -> float:
+    meta = traits[name].metadata
+    level = float((meta.get("parse") or float)(values[name]))
+    if "unlimited" in meta and level == meta["unlimited"]:
+        fallback = meta.get("fallback")
+        return _cap_level(traits, values, fallback) if fallback else math.inf
+    return level
+
+
+def apply_policy(
+    obj: Configurable,
+    name: str,
+    server: Mapping[str, Any],
+    requested: Mapping[str, Any],
+    owner: str,
+    raw: Any = None,
+) -> Any:
+    """Combine the server's value of policy option ``name`` (``server[name]``: server config, ``GP_*`` env
+    or default, validated) with kernel.json's (``requested[name]``, validated; ``raw`` as written).
+
+    The trait's ``policy`` tag says how; kernel.json may tighten, never loosen:
+
+    - ``"deny"`` (a list of what is refused): the union of both lists; a kernel.json list adds to the
+      server's, it cannot take anything off it.
+    - ``"allow"`` (a list of what is permitted): kernel.json's list must be within the server's (each
+      entry equal to one of the server's, or ``covers(server_entry, entry)`` when the tag gives that
+      function, e.g. fnmatch patterns). An empty server list allows nothing beyond it, unless the tag
+      says ``empty_allows_all=True`` (then the server's empty list admits any kernel.json list, and an
+      empty kernel.json list under a non-empty server list is a loosening).
+    - ``"cap"`` (a number, or what ``parse`` turns into one): kernel.json may only lower it. The tag's
+      ``unlimited`` value (e.g. ``0``) means no cap, or, with ``fallback="other_option"``, that option's
+      cap (which must be a policy option too).
+
+    :raises InvalidOptionError: When kernel.json's value would loosen the server's, naming both.
+    """
+    traits = obj.traits()
+    meta = traits[name].metadata
+    floor, value = server[name], requested[name]
+    policy = meta["policy"]
+    if policy == "deny":
+        return [*floor, *(item for item in value if item not in floor)]
+    if policy == "allow":
+        if not floor and meta.get("empty_allows_all"):
+            return value
+        covers = meta.get("covers") or (lambda allowed, item: allowed == item)
+        if not value and meta.get("empty_allows_all"):
+            why = "an empty list would allow anyone; kernel.json may only narrow the server's list"
+        else:
+            outside = [item for item in value if not any(covers(allowed, item) for allowed in floor)]
+            if not outside:
+                return value
+            why = f"{', '.join(map(repr, outside))} not allowed by the server; kernel.json may only narrow its list"
+    elif policy == "cap":
+        if _cap_level(traits, {**server, **requested}, name) <= _cap_level(traits, server, name):
+            return value
+        why = "kernel.json may only lower it"
+    else:
+        raise InvalidOptionError(
+            f"option {name!r} of {owner} has an unknown policy {policy!r}; use one of {POLICIES}"
+        )
+    raise InvalidOptionError(
+        f"Invalid option {name!r} for {owner} (from kernel.json value {raw if raw is not None else value!r}): "
+        f"it would loosen the server's {name}={floor!r} (from {server_source(obj, name)}): {why}. "
+        f"{name} is a security policy: the server's configuration is the floor"
+    )
 
 
 def inherited_server_env() -> dict[str, str]:

@@ -88,18 +88,25 @@ class Backend:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
     def make_options(
-        self, values: dict[str, Any], parent: Any = None, other_options: Iterable[str] = ()
+        self,
+        values: dict[str, Any],
+        parent: Any = None,
+        other_options: Iterable[str] = (),
+        policy: bool = True,
     ) -> BackendOptions | None:
         """Validate per-kernel option values against the backend's options class.
 
         ``other_options`` are the keys valid beside the backend's (core's options); an unknown-option
-        error lists them too, so it names everything a kernel.json may set.
+        error lists them too, so it names everything a kernel.json may set. ``policy=False`` skips the
+        check that kernel.json only tightens the server's policy options (see ``BackendOptions.from_config``).
         """
         if self.options_class is None:
             if values:
                 raise InvalidOptionError(unknown_options_message(self.name, values, (), other_options))
             return None
-        return self.options_class.from_config(self.name, values, parent=parent, other_options=other_options)
+        return self.options_class.from_config(
+            self.name, values, parent=parent, other_options=other_options, policy=policy
+        )
 
     @property
     def secret_env(self) -> tuple[str, ...]:

@@ -55,12 +55,20 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     """
 
     backend = Unicode("", config=True, help="Name of the gp backend that runs the kernel (required).")
+    # Policies (see gp_core.options.apply_policy): kernel.json may narrow authorized_users and add to
+    # unauthorized_users, never widen what the server allows.
     authorized_users = List(
-        Unicode(), config=True, help="Users allowed to start kernels; empty = anyone not unauthorized."
-    )
+        Unicode(),
+        config=True,
+        help="Users allowed to start kernels; empty = anyone not unauthorized (env GP_AUTHORIZED_USERS). "
+        "A policy: kernel.json may only narrow the server's list.",
+    ).tag(policy="allow", empty_allows_all=True)
     unauthorized_users = List(
-        Unicode(), config=True, help="Users refused kernels; beats authorized_users (default: root)."
-    )
+        Unicode(),
+        config=True,
+        help="Users refused kernels; beats authorized_users (env GP_UNAUTHORIZED_USERS, default: root). "
+        "A policy: kernel.json's list adds to the server's.",
+    ).tag(policy="deny")
     port_range = Unicode(
         config=True, help="Ports the kernel may bind, 'LOW..HIGH'; '0..0' = any (env GP_PORT_RANGE)."
     )
@@ -112,7 +120,8 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         own = set(self.class_trait_names()) | {"parent", "config"}
         self._backend_values = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
-        # kernel.json's core values are assigned after the server's config, so that each error names its source.
+        # kernel.json's core values are assigned after the server's config, so that each error names its
+        # source and a policy option's server value is known (the floor kernel.json may only tighten).
         core_values = {k: kwargs.pop(k) for k in list(kwargs) if k in CORE_OPTION_NAMES}
         try:
             super().__init__(**kwargs)
@@ -492,7 +501,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if username in self.unauthorized_users:
             raise PermissionError(
                 f"User {username!r} is not authorized to start kernel {kernel!r}: the user is in "
-                "unauthorized_users (GP_UNAUTHORIZED_USERS). Set KERNEL_USERNAME to an authorized user."
+                "unauthorized_users (GP_UNAUTHORIZED_USERS). Set KERNEL_USERNAME to an authorized user "
+                "(the user is the server's own unless the request or the server's environment sets it; "
+                "see 'A server that runs as root' in gp's README)."
             )
         if self.authorized_users and username not in self.authorized_users:
             raise PermissionError(

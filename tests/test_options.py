@@ -1,4 +1,5 @@
-"""The option namespace: core vs backend options, server config keys, "did you mean"."""
+"""The option namespace (core vs backend, server config keys, "did you mean") and security policies
+(kernel.json may tighten the server's configuration, never loosen it)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import subprocess
 import sys
 import textwrap
 import tomllib
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
 from jupyter_client.kernelspec import KernelSpec
-from traitlets import Float, Unicode
+from traitlets import Float, List, Unicode, default
 from traitlets.config import Config, Configurable
 
 from gp_core import (
@@ -19,12 +21,13 @@ from gp_core import (
     InvalidOptionError,
     ServerConfigError,
     UnknownBackendError,
+    env_default,
     get_backend,
     hookimpl,
 )
 from gp_core.errors import GP_DISTRIBUTIONS, unknown_backend_message
 from gp_core.options import CORE_OPTION_NAMES
-from gp_core.plugins import register_backend
+from gp_core.plugins import register_backend, unregister_backend
 from gp_core.provisioner import GenericRemoteProvisioner
 from gp_core.testing import NullBackend
 
@@ -236,3 +239,131 @@ def test_misspelled_kernel_json_option_gets_a_suggestion():
         provisioner(stop_timout=3)
     with pytest.raises(InvalidOptionError, match=r"'lanch_timeout' .*\(did you mean 'launch_timeout'\?\)"):
         provisioner(lanch_timeout=3)
+
+
+# ---------------------------------------------------------------------------------------------- policies
+
+
+def _default_cpus() -> float:
+    return 0.0
+
+
+class PolicyOptions(BackendOptions):
+    refused = List(Unicode(), config=True, help="Refused things.").tag(policy="deny")
+    allowed = List(Unicode(), config=True, help="Allowed things.").tag(policy="allow")
+    patterns = List(Unicode(), config=True, help="Allowed patterns.").tag(
+        policy="allow", covers=lambda allowed, item: item == allowed or fnmatchcase(item, allowed)
+    )
+    cpus = Float(0.0, config=True, help="CPU cap; 0 = none.").tag(policy="cap", unlimited=0)
+    max_cpus = Float(0.0, config=True, help="Request cap; 0 = cpus.").tag(
+        policy="cap", unlimited=0, fallback="cpus"
+    )
+    size = Unicode("1k", config=True, help="A size.").tag(
+        policy="cap", parse=lambda text: {"1k": 1e3, "1m": 1e6, "1g": 1e9}[text]
+    )
+    plain = Unicode("x", config=True, help="Not a policy.")
+
+    _refused_default = default("refused")(env_default("GP_POLICY_REFUSED", ["0"]))
+
+
+class PolicyBackend(NullBackend):
+    @hookimpl
+    def declare_options(self) -> type[BackendOptions]:
+        return PolicyOptions
+
+
+@pytest.fixture
+def policy_backend():
+    yield register_backend("undo-policy", PolicyBackend())
+    unregister_backend("undo-policy")
+
+
+def _server(**section):
+    return Configurable(config=Config({"PolicyOptions": section}))
+
+
+def test_deny_lists_are_merged(policy_backend, monkeypatch):
+    assert policy_backend.make_options({"refused": []}).refused == ["0"]
+    assert policy_backend.make_options({"refused": ["5", "0"]}).refused == ["0", "5"]
+    monkeypatch.setenv("GP_POLICY_REFUSED", "1,2")
+    assert policy_backend.make_options({"refused": ["3"]}).refused == ["1", "2", "3"]
+    assert policy_backend.make_options({"refused": []}, parent=_server(refused=[])).refused == []
+
+
+def test_allow_lists_may_only_narrow(policy_backend):
+    server = _server(allowed=["a", "b"], patterns=["org/*"])
+    assert policy_backend.make_options({"allowed": ["a"]}, parent=server).allowed == ["a"]
+    assert policy_backend.make_options({"allowed": []}, parent=server).allowed == []
+    assert policy_backend.make_options({"patterns": ["org/x", "org/*"]}, parent=server).patterns == [
+        "org/x",
+        "org/*",
+    ]
+    with pytest.raises(InvalidOptionError) as info:
+        policy_backend.make_options({"allowed": ["a", "c"]}, parent=server)
+    assert str(info.value) == (
+        "Invalid option 'allowed' for gp backend 'undo-policy' (from kernel.json value ['a', 'c']): it would "
+        "loosen the server's allowed=['a', 'b'] (from server config c.PolicyOptions.allowed): 'c' not "
+        "allowed by the server; kernel.json may only narrow its list. allowed is a security policy: the "
+        "server's configuration is the floor"
+    )
+    with pytest.raises(InvalidOptionError, match=r"'\*' not allowed by the server"):
+        policy_backend.make_options({"patterns": ["*"]}, parent=server)
+    # The server's empty list allows nothing.
+    with pytest.raises(InvalidOptionError, match=r"allowed=\[\] \(from its default\)"):
+        policy_backend.make_options({"allowed": ["a"]})
+
+
+def test_caps_may_only_be_lowered(policy_backend):
+    server = _server(cpus=2.0, size="1m")
+    assert policy_backend.make_options({"cpus": 1.5, "size": "1k"}, parent=server).cpus == 1.5
+    with pytest.raises(
+        InvalidOptionError, match=r"'cpus' .*kernel.json value 4.0.*cpus=2.0 .*may only lower"
+    ):
+        policy_backend.make_options({"cpus": 4.0}, parent=server)
+    with pytest.raises(InvalidOptionError, match=r"'cpus' .*kernel.json value 0"):
+        policy_backend.make_options({"cpus": 0}, parent=server)  # 0 = no cap
+    with pytest.raises(InvalidOptionError, match=r"'size'"):
+        policy_backend.make_options({"size": "1g"}, parent=server)
+    # Without a server cap any kernel.json cap is a tightening.
+    assert policy_backend.make_options({"cpus": 64.0}).cpus == 64.0
+    # max_cpus 0 means "the cpus cap": the server's effective request cap is 2.
+    with pytest.raises(InvalidOptionError, match=r"'max_cpus'"):
+        policy_backend.make_options({"max_cpus": 3.0}, parent=server)
+    assert policy_backend.make_options({"max_cpus": 2.0}, parent=server).max_cpus == 2.0
+
+
+def test_policy_false_only_validates(policy_backend):
+    server = _server(allowed=["a"])
+    options = policy_backend.make_options({"allowed": ["z"], "refused": []}, parent=server, policy=False)
+    assert options.allowed == ["z"] and options.refused == []
+    with pytest.raises(InvalidOptionError, match="cpus"):
+        policy_backend.make_options({"cpus": "many"}, parent=server, policy=False)
+
+
+def test_kernel_json_unauthorized_users_add_to_the_servers():
+    # kernel.json's ["bob"] used to replace the default ["root"], letting root in.
+    p = provisioner(unauthorized_users=["bob"])
+    assert p.unauthorized_users == ["root", "bob"]
+    with pytest.raises(PermissionError, match="'root' is not authorized"):
+        p._authorize({"KERNEL_USERNAME": "root"})
+    with pytest.raises(PermissionError, match="'bob' is not authorized"):
+        p._authorize({"KERNEL_USERNAME": "bob"})
+    assert provisioner(unauthorized_users=[]).unauthorized_users == ["root"]
+
+
+def test_a_server_may_let_root_in(monkeypatch):
+    server = {"GenericRemoteProvisioner": {"unauthorized_users": []}}
+    assert provisioner(server)._authorize({"KERNEL_USERNAME": "root"}) == "root"
+    monkeypatch.setenv("GP_UNAUTHORIZED_USERS", "")
+    assert provisioner()._authorize({"KERNEL_USERNAME": "root"}) == "root"
+
+
+def test_kernel_json_authorized_users_narrow_the_servers():
+    server = {"GenericRemoteProvisioner": {"authorized_users": ["alice", "bob"]}}
+    assert provisioner(server, authorized_users=["alice"]).authorized_users == ["alice"]
+    with pytest.raises(InvalidOptionError, match=r"'carol' not allowed by the server"):
+        provisioner(server, authorized_users=["carol"])
+    with pytest.raises(InvalidOptionError, match=r"an empty list would allow anyone"):
+        provisioner(server, authorized_users=[])
+    # The server allows anyone: kernel.json may name who.
+    assert provisioner(authorized_users=["carol"]).authorized_users == ["carol"]
