@@ -1,8 +1,15 @@
-"""Errors gp raises. Their messages are written to be shown to the person who started the kernel."""
+"""Errors gp raises. Their messages are written to be shown to the person who started the kernel.
+
+Each class has an ``http_status``: what a Jupyter server answers a REST request (``POST /api/kernels``)
+that the error failed with. The provisioner hands jupyter_client its errors as instances of a subclass
+that is also a ``tornado.web.HTTPError`` (see :mod:`gp_core.provisioner`), so the client gets that status
+and gp's message instead of 500 "Unhandled error"; this module imports neither tornado nor jupyter.
+"""
 
 from __future__ import annotations
 
 import difflib
+from typing import ClassVar
 
 #: The backends of gp's own distributions, for install hints only: core dispatches on none of them (a
 #: test checks this against plugins/*/pyproject.toml).
@@ -18,6 +25,9 @@ GP_DISTRIBUTIONS = {
 
 class GPError(Exception):
     """Base class of every error gp raises on purpose."""
+
+    #: The HTTP status a Jupyter server answers with when this error fails a REST request.
+    http_status: ClassVar[int] = 500
 
 
 class BackendError(GPError):
@@ -37,6 +47,8 @@ class LaunchTimeoutError(LaunchError, TimeoutError):
 
 class UnknownBackendError(GPError, LookupError):
     """``kernel.json`` names a backend that is not installed."""
+
+    http_status = 400
 
     def __init__(self, name: str, installed: list[str]) -> None:
         self.name = name
@@ -76,9 +88,20 @@ def unknown_backend_message(name: str, installed: list[str]) -> str:
 class InvalidOptionError(GPError, ValueError):
     """A provisioner or backend option is unknown or has an invalid value."""
 
+    http_status = 400
+
 
 class ServerConfigError(InvalidOptionError):
-    """The server's own configuration (``c.<Section>.<option>``, a ``GP_*`` variable) is invalid."""
+    """The server's own configuration (``c.<Section>.<option>``, a ``GP_*`` variable) is invalid: no
+    request can fix that, so a Jupyter server answers 500."""
+
+    http_status = 500
+
+
+class NotAuthorizedError(GPError, PermissionError):
+    """The user may not start this kernel (``authorized_users`` / ``unauthorized_users``)."""
+
+    http_status = 403
 
 
 class ProtocolError(GPError):
@@ -91,6 +114,7 @@ __all__ = [
     "InvalidOptionError",
     "LaunchError",
     "LaunchTimeoutError",
+    "NotAuthorizedError",
     "ProtocolError",
     "ServerConfigError",
     "UnknownBackendError",

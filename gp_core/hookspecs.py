@@ -41,8 +41,9 @@ takes only the ones it needs (pluggy passes just the arguments an implementation
 Hooks may be plain functions or ``async def``; core awaits what they return. Blocking SDK calls must not
 run on the event loop: wrap them in ``asyncio.to_thread`` (or use :meth:`gp_core.Rollback.create_in_thread`
 and :class:`gp_core.StatusSource`, which do). Raise :class:`gp_core.BackendError` (or
-:class:`gp_core.LaunchError`) with a message fit to show the user; any other exception is re-raised with
-a note naming the backend and hook.
+:class:`gp_core.LaunchError`) with a message fit to show the user (a Jupyter server answers the REST
+client with it and the class's ``http_status``, 500 for these); any other exception is re-raised with
+a note naming the backend and hook (and jupyter_server answers 500 "Unhandled error").
 
 Clean-up. Everything a backend creates for a kernel is removed through one of two paths:
 

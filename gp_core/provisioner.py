@@ -8,14 +8,17 @@ its hooks (see :mod:`gp_core.hookspecs`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
+import inspect
 import json
 import logging
 import os
 import re
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, List, TraitError, Unicode, default, validate
@@ -27,6 +30,7 @@ from .errors import (
     InvalidOptionError,
     LaunchError,
     LaunchTimeoutError,
+    NotAuthorizedError,
     ProtocolError,
 )
 from .listener import LaunchReport, PendingLaunch, ResponseListener
@@ -41,6 +45,83 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COMM_TIMEOUT = 5.0
 #: What core's option errors call the options' owner.
 _OWNER = "gp-remote-provisioner"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Verbatim(str):
+    """A message that ``%``-formatting leaves as it is: tornado and jupyter_server format an HTTPError's
+    ``log_message % args``, and a gp error's args are its message, not format arguments."""
+
+    __slots__ = ()
+
+    def __mod__(self, args: object) -> str:
+        return str(self)
+
+
+_HTTP_CLASSES: dict[type[GPError], type[GPError]] = {}
+
+
+def _http_class(cls: type[GPError]) -> type[GPError] | None:
+    """``cls`` and tornado's HTTPError in one class, with ``cls``'s name, message and isinstance checks."""
+    if cls not in _HTTP_CLASSES:
+        try:
+            from tornado.web import HTTPError  # jupyter_client's own dependency
+        except ImportError:  # pragma: no cover
+            return None
+        if issubclass(cls, HTTPError):
+            return None
+        namespace = {
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__str__": cls.__str__,  # HTTPError's would say "HTTP 400: Bad Request (...)"
+            "log_message": property(lambda self: _Verbatim(str(self))),
+            "get_message": lambda self: str(self),
+        }
+        _HTTP_CLASSES[cls] = type(cls.__name__, (cls, HTTPError), namespace)
+    return _HTTP_CLASSES[cls]
+
+
+def http_error(error: GPError) -> GPError:
+    """Make ``error`` (in place) an instance of a subclass of its class that is also a
+    ``tornado.web.HTTPError``, so that a Jupyter server answers the REST request it failed with the
+    error's ``http_status`` and gp's message: jupyter_server's ``APIHandler.write_error`` shows an
+    HTTPError's ``log_message`` and ``reason``, and 500 "Unhandled error" for anything else. ``reason``
+    (the status line's phrase) is the gp error's class name. isinstance checks of gp's classes still hold.
+    """
+    cls = type(error)
+    http_cls = _http_class(cls)
+    if http_cls is None:
+        return error
+    error.__class__ = http_cls
+    error.status_code = error.http_status  # type: ignore[attr-defined]
+    error.reason = cls.__name__  # type: ignore[attr-defined]
+    return error
+
+
+def _errors_reach_http_clients(method: F) -> F:
+    """Raise the gp errors of ``method`` as :func:`http_error` makes them (jupyter_client passes them on
+    unchanged to jupyter_server, which answers the client)."""
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            except GPError as exc:
+                http_error(exc)
+                raise
+
+        return wrapper  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except GPError as exc:
+            http_error(exc)
+            raise
+
+    return sync_wrapper  # type: ignore[return-value]
 
 
 class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
@@ -117,6 +198,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """The options core itself takes in kernel.json's config (the rest are the backend's)."""
         return sorted(cls.class_trait_names(config=True))
 
+    @_errors_reach_http_clients
     def __init__(self, **kwargs: Any) -> None:
         own = set(self.class_trait_names()) | {"parent", "config"}
         self._backend_values = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
@@ -169,6 +251,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     def has_process(self) -> bool:
         return self._handle is not None and not self._exited
 
+    @_errors_reach_http_clients
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs = await super().pre_launch(**kwargs)
         env: dict[str, str] = kwargs["env"]
@@ -212,6 +295,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         kwargs["env"] = {k: v for k, v in env.items() if k != "GP_LAUNCH_TOKEN"}
         return kwargs
 
+    @_errors_reach_http_clients
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
         assert self._listener is not None, "pre_launch must run first"
         plan = self._plan
@@ -499,14 +583,14 @@ class GenericRemoteProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         username = env.get("KERNEL_USERNAME") or getpass.getuser()
         kernel = self.kernel_spec.display_name if self.kernel_spec else self.kernel_id
         if username in self.unauthorized_users:
-            raise PermissionError(
+            raise NotAuthorizedError(
                 f"User {username!r} is not authorized to start kernel {kernel!r}: the user is in "
                 "unauthorized_users (GP_UNAUTHORIZED_USERS). Set KERNEL_USERNAME to an authorized user "
                 "(the user is the server's own unless the request or the server's environment sets it; "
                 "see 'A server that runs as root' in gp's README)."
             )
         if self.authorized_users and username not in self.authorized_users:
-            raise PermissionError(
+            raise NotAuthorizedError(
                 f"User {username!r} is not authorized to start kernel {kernel!r}: only "
                 f"{', '.join(sorted(self.authorized_users))} may (authorized_users)."
             )
