@@ -98,27 +98,43 @@ def http_error(error: GPError) -> GPError:
     return error
 
 
+def _tell_the_kernel_manager(provisioner: Any, error: GPError) -> None:
+    """Put a failed start into the kernel manager's ``execution_state``/``reason`` when it has them
+    (jupyter_server's ServerKernelManager shows them in the kernel's REST model). With pending kernels
+    jupyter_server answers the start request before the launch runs, and its model would say "starting"
+    until a client connects."""
+    try:
+        manager = provisioner.parent
+        if manager is not None and manager.has_trait("execution_state") and manager.has_trait("reason"):
+            manager.execution_state = "dead"
+            manager.reason = str(error)
+    except Exception:  # best effort: the error itself is raised anyway
+        pass
+
+
 def _errors_reach_http_clients(method: F) -> F:
     """Raise the gp errors of ``method`` as :func:`http_error` makes them (jupyter_client passes them on
-    unchanged to jupyter_server, which answers the client)."""
+    unchanged to jupyter_server, which answers the client), and tell the kernel manager."""
     if inspect.iscoroutinefunction(method):
 
         @functools.wraps(method)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             try:
-                return await method(*args, **kwargs)
+                return await method(self, *args, **kwargs)
             except GPError as exc:
                 http_error(exc)
+                _tell_the_kernel_manager(self, exc)
                 raise
 
         return wrapper  # type: ignore[return-value]
 
     @functools.wraps(method)
-    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+    def sync_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(*args, **kwargs)
+            return method(self, *args, **kwargs)
         except GPError as exc:
             http_error(exc)
+            _tell_the_kernel_manager(self, exc)
             raise
 
     return sync_wrapper  # type: ignore[return-value]

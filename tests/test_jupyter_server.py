@@ -211,8 +211,9 @@ def test_a_bad_server_config_is_a_500_naming_it(tmp_path: Path) -> None:
 
 
 async def test_a_pending_kernel_shows_gps_message_when_connected(tmp_path: Path) -> None:
-    # With pending kernels the server answers POST before the launch: the failure reaches the client
-    # when it connects to the kernel (websocket: 500 with gp's message), and in the kernel's model.
+    # With pending kernels the server answers POST before the launch: the failure reaches the client in
+    # the kernel's model (jupyter_server alone would say "starting" until a client connects) and when it
+    # connects to the kernel (websocket: 500 with gp's message).
     started = JupyterServer(tmp_path, "--AsyncMappingKernelManager.use_pending_kernels=True")
     try:
         for name, message in [
@@ -222,6 +223,13 @@ async def test_a_pending_kernel_shows_gps_message_when_connected(tmp_path: Path)
         ]:
             status, model = started.start_kernel(name)
             assert status == 201, model
+            path = f"/api/kernels/{model['id']}"
+            deadline = time.monotonic() + 30
+            while model["execution_state"] != "dead" and time.monotonic() < deadline:
+                time.sleep(0.1)
+                model = started.request("GET", path)[1]
+            assert model["execution_state"] == "dead", model
+            assert model["reason"].startswith(message), model
             url = f"ws://127.0.0.1:{started.port}/api/kernels/{model['id']}/channels?token={TOKEN}"
             with pytest.raises(HTTPClientError) as info:
                 await websocket_connect(url)
