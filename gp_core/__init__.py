@@ -15,7 +15,9 @@ from .errors import (
     InvalidOptionError,
     LaunchError,
     LaunchTimeoutError,
+    NotAuthorizedError,
     ProtocolError,
+    ServerConfigError,
     UnknownBackendError,
 )
 from .hookspecs import Handle, Resources, hookimpl
@@ -72,10 +74,12 @@ __all__ = [
     "InvalidOptionError",
     "LaunchError",
     "LaunchTimeoutError",
+    "NotAuthorizedError",
     "ProtocolError",
     "Resources",
     "ResponseListener",
     "Rollback",
+    "ServerConfigError",
     "SpecInstallerApp",
     "StatusSource",
     "UnknownBackendError",

@@ -41,8 +41,9 @@ takes only the ones it needs (pluggy passes just the arguments an implementation
 Hooks may be plain functions or ``async def``; core awaits what they return. Blocking SDK calls must not
 run on the event loop: wrap them in ``asyncio.to_thread`` (or use :meth:`gp_core.Rollback.create_in_thread`
 and :class:`gp_core.StatusSource`, which do). Raise :class:`gp_core.BackendError` (or
-:class:`gp_core.LaunchError`) with a message fit to show the user; any other exception is re-raised with
-a note naming the backend and hook.
+:class:`gp_core.LaunchError`) with a message fit to show the user (a Jupyter server answers the REST
+client with it and the class's ``http_status``, 500 for these); any other exception is re-raised with
+a note naming the backend and hook (and jupyter_server answers 500 "Unhandled error").
 
 Clean-up. Everything a backend creates for a kernel is removed through one of two paths:
 
@@ -123,7 +124,11 @@ def declare_options() -> type[BackendOptions] | None:
     rejects any other key, and invalid values, with :class:`gp_core.InvalidOptionError`. Core runs
     every option's effective value (a ``GP_*`` default too) through the trait's validators, so a
     ``@validate`` method raising ``traitlets.TraitError`` with a message saying what is allowed is
-    enough. Class attribute ``secret_env`` names server variables that must never reach a kernel.
+    enough. Class attribute ``secret_env`` names server variables that must never reach a kernel. No
+    option may be named like a core option (``gp_core.options.CORE_OPTION_NAMES``: kernel.json holds both
+    in one namespace): such a backend is refused when loaded. Tag an option that restricts (a deny list,
+    an allow list, a cap) with ``.tag(policy="deny" | "allow" | "cap")``: kernel.json may then only
+    tighten the server's value (see :func:`gp_core.options.apply_policy`).
 
     :returns: The options class, or ``None`` when the backend has no options.
     :raises gp_core.BackendError: When the backend cannot work in this server (say why). Anything

@@ -7,19 +7,41 @@ methods built with :func:`env_default` give the third, read when the options obj
 import. traitlets runs ``@validate`` only on assignment, never on a default, so
 :meth:`BackendOptions.from_config` assigns every option's effective value once: a bad ``GP_*`` value is
 refused up front like a bad ``kernel.json`` one.
+
+Security options are a floor, not a default: a trait tagged ``.tag(policy=...)`` may be tightened by
+``kernel.json`` but never loosened past the server's value (server config, ``GP_*`` env or default), as
+users may be able to write their own kernelspecs (see :func:`apply_policy`).
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
-from traitlets import TraitError
-from traitlets.config import Configurable
+from traitlets import TraitError, TraitType
+from traitlets.config import Config, Configurable
+from traitlets.config.loader import DeferredConfig, LazyConfigValue
 from traitlets.traitlets import DefaultHandler
 
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, ServerConfigError
+
+#: GenericRemoteProvisioner's own options (its ``config=True`` traits; a test checks they match), kept
+#: here so that loading a backend, which must not import jupyter_client, can refuse a backend option of
+#: the same name: kernel.json and server config could not tell the two apart.
+CORE_OPTION_NAMES = (
+    "authorized_users",
+    "backend",
+    "launch_timeout",
+    "max_launch_timeout",
+    "poll_interval",
+    "port_range",
+    "unauthorized_users",
+)
+#: The values of a trait's ``policy`` tag (see :func:`apply_policy`).
+POLICIES = ("deny", "allow", "cap")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -94,7 +116,9 @@ def option_env_vars(cls: type[Configurable], name: str) -> tuple[str, ...]:
 class BackendOptions(Configurable):
     """Base class of a backend's options (see the ``declare_options`` hook).
 
-    Each ``config=True`` trait is an option ``kernel.json`` may set beside ``"backend"``.
+    Each ``config=True`` trait is an option ``kernel.json`` may set beside ``"backend"``. A security option
+    is tagged with a policy (``.tag(policy="deny" | "allow" | "cap")``, see :func:`apply_policy`): then
+    kernel.json may only tighten the server's value.
     """
 
     #: Server environment variables that hold the backend's secrets (e.g. a password). Core drops them
@@ -106,21 +130,34 @@ class BackendOptions(Configurable):
         return sorted(cls.class_trait_names(config=True))
 
     @classmethod
+    def config_sections(cls) -> dict[str, list[str]]:
+        """The server config sections that configure this class (``c.<Section>``), each with its options."""
+        return {
+            klass.__name__: klass.option_names()
+            for klass in cls.__mro__
+            if isinstance(klass, type) and issubclass(klass, BackendOptions) and klass is not BackendOptions
+        }
+
+    @classmethod
     def from_config(
         cls,
         backend: str,
         values: Mapping[str, Any],
         parent: Any = None,
         other_options: Iterable[str] = (),
+        policy: bool = True,
     ) -> BackendOptions:
         """Validate ``values`` (the per-kernel options) and build the options object.
 
         Every option's effective value (kernel.json, server config, ``GP_*`` env or default) passes the
-        trait's validators. ``other_options`` are the names valid beside the backend's (core's own),
-        listed when a key is unknown.
+        trait's validators; a key of the server config sections (``c.<Section>.<key>``) that is no option
+        is an error; a kernel.json value of a policy option may only tighten the server's (``policy=False``
+        skips that, for spec installers, which write what they are told). ``other_options`` are the
+        names valid beside the backend's (core's own), listed when a key is unknown.
 
         :raises InvalidOptionError: Naming the option, where its value came from and what is allowed.
         """
+        owner = f"gp backend {backend!r}"
         unknown = sorted(set(values) - set(cls.option_names()))
         if unknown:
             raise InvalidOptionError(
@@ -128,46 +165,43 @@ class BackendOptions(Configurable):
             )
         try:
             options = cls(parent=parent)
-        except TraitError as exc:
-            raise InvalidOptionError(f"Invalid server config for gp backend {backend!r}: {exc}") from exc
-        for name in cls.option_names():
-            try:
-                # Assigning runs every validator; a default (from env or not) never went through @validate.
-                setattr(options, name, values[name] if name in values else getattr(options, name))
-            except (TraitError, ValueError) as exc:
-                raise InvalidOptionError(options._invalid_message(backend, name, values, exc)) from exc
-        return options
-
-    def _invalid_message(self, backend: str, name: str, values: Mapping[str, Any], error: Exception) -> str:
-        """Name the option, where its value came from (precedence order) and what it allows."""
-        trait = self.traits()[name]
-        sections = [s for s in self.section_names() if s in self.config and name in self.config[s]]
-        env_var = next((var for var in option_env_vars(type(self), name) if var in os.environ), None)
-        if name in values:
-            source = f"kernel.json value {values[name]!r}"
-        elif sections:
-            source = f"server config c.{sections[-1]}.{name}"
-        elif env_var:
-            source = f"env {env_var}={os.environ[env_var]!r}"
-        else:
-            source = "its default"
-        allowed = trait.help or f"expected {trait.info()}"
-        reason = str(error).rstrip(".")
-        return (
-            f"Invalid option {name!r} for gp backend {backend!r} (from {source}): {reason}. {name}: {allowed}"
+        except (TraitError, ValueError) as exc:
+            raise config_error(cls, getattr(parent, "config", None) or Config(), owner, exc) from exc
+        check_server_config(
+            options, owner, cls.config_sections(), elsewhere={"GenericRemoteProvisioner": CORE_OPTION_NAMES}
         )
+        assign_options(options, cls.option_names(), values, owner, policy=policy)
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         """The options' current values (JSON-friendly where the traits are)."""
         return {name: getattr(self, name) for name in self.option_names()}
 
 
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to a misspelled ``name``, if one is close (difflib)."""
+    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _suggestions(unknown: list[str], valid: Iterable[str]) -> str:
+    valid = list(valid)
+    hints = []
+    for key in unknown:
+        match = did_you_mean(key, valid)
+        if match is not None:
+            hints.append(repr(match) if len(unknown) == 1 else f"{match!r} for {key!r}")
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
 def unknown_options_message(
     backend: str, unknown: Iterable[str], backend_options: Iterable[str], other_options: Iterable[str] = ()
 ) -> str:
     """The error for unknown option keys, listing every valid key: core's (``other_options``) and the backend's."""
-    own = ", ".join(sorted(backend_options))
-    core = ", ".join(sorted(other_options))
+    unknown = sorted(unknown)
+    backend_options, other_options = sorted(backend_options), sorted(other_options)
+    own = ", ".join(backend_options)
+    core = ", ".join(other_options)
     if not core:
         valid = own or "none"
     elif own:
@@ -175,8 +209,197 @@ def unknown_options_message(
     else:
         valid = f"{core} (core; {backend} has none of its own)"
     return (
-        f"Unknown option(s) {', '.join(map(repr, sorted(unknown)))} for gp backend {backend!r}; "
-        f"valid options: {valid}"
+        f"Unknown option(s) {', '.join(map(repr, unknown))} for gp backend {backend!r}"
+        f"{_suggestions(unknown, [*backend_options, *other_options])}; valid options: {valid}"
+    )
+
+
+def _is_section_key(key: str) -> bool:
+    """traitlets' rule: ``c.A.B`` with a capitalised ``B`` is a nested section, not an option."""
+    return key[:1].isupper() and not key.startswith("_")
+
+
+def check_server_config(
+    obj: Configurable,
+    owner: str,
+    sections: Mapping[str, Iterable[str]],
+    elsewhere: Mapping[str, Iterable[str]] | None = None,
+) -> None:
+    """Refuse a key of server config section ``c.<section>`` that is no option there (traitlets only warns).
+
+    ``sections`` maps each section configuring ``obj`` to its options; ``elsewhere`` maps other sections
+    to theirs, so that an option set in the wrong section is pointed to the right one.
+
+    :raises ServerConfigError: Naming the key, its section, the valid options and a close match.
+    """
+    for section, valid in sections.items():
+        if section not in obj.config:
+            continue
+        valid = sorted(valid)
+        keys = [
+            key
+            for key, value in obj.config[section].items()
+            if not _is_section_key(key) and not isinstance(value, Config)
+        ]
+        unknown = sorted(set(keys) - set(valid))
+        if not unknown:
+            continue
+        hints = [
+            f"{key!r} is set as c.{other}.{key}"
+            for key in unknown
+            for other, names in (elsewhere or {}).items()
+            if key in names
+        ]
+        suggestion = f" ({'; '.join(hints)})" if hints else _suggestions(unknown, valid)
+        raise ServerConfigError(
+            f"Unknown option(s) {', '.join(map(repr, unknown))} in server config c.{section} ({owner})"
+            f"{suggestion}; valid options in c.{section}: {', '.join(valid) or 'none'}"
+        )
+
+
+def server_source(obj: Configurable, name: str) -> str:
+    """Where ``obj``'s value of option ``name`` comes from, kernel.json aside: config, env or default."""
+    sections = [s for s in obj.section_names() if s in obj.config and name in obj.config[s]]
+    env_var = next((var for var in option_env_vars(type(obj), name) if var in os.environ), None)
+    if sections:
+        return f"server config c.{sections[-1]}.{name}"
+    if env_var:
+        return f"env {env_var}={os.environ[env_var]!r}"
+    return "its default"
+
+
+def invalid_message(obj: Configurable, owner: str, name: str, source: str, error: Exception) -> str:
+    """Name the option, where its value came from and what it allows (the trait's ``help``)."""
+    trait = obj.traits()[name]
+    allowed = trait.help or f"expected {trait.info()}"
+    reason = str(error).rstrip(".")
+    return f"Invalid option {name!r} for {owner} (from {source}): {reason}. {name}: {allowed}"
+
+
+def config_error(cls: type[Configurable], config: Config, owner: str, error: Exception) -> ServerConfigError:
+    """The error for server config that failed building ``cls``, naming the culprit ``c.<Section>.<name>``."""
+    probe = cls.__new__(cls)  # traits with their validators, no config loaded
+    traits = cls.class_traits(config=True)
+    for section in reversed(cls.section_names()):  # the most specific section wins, as in traitlets
+        if section not in config:
+            continue
+        for name, value in config[section].items():
+            if name not in traits or isinstance(value, Config | LazyConfigValue):
+                continue
+            try:
+                setattr(
+                    probe, name, value.get_value(traits[name]) if isinstance(value, DeferredConfig) else value
+                )
+            except (TraitError, ValueError) as exc:
+                source = f"server config c.{section}.{name} = {value!r}"
+                return ServerConfigError(invalid_message(probe, owner, name, source, exc))
+    return ServerConfigError(f"Invalid server config for {owner}: {error}")
+
+
+def assign_options(
+    obj: Configurable, names: Iterable[str], values: Mapping[str, Any], owner: str, policy: bool = True
+) -> None:
+    """Give each option ``names`` of ``obj`` (built from server config) its effective value.
+
+    ``values`` are kernel.json's. traitlets runs ``@validate`` only on assignment, never on a default, so
+    the server's value is assigned when it is used (no kernel.json value, or a policy option's floor),
+    then the kernel.json value is: every error names the value's source. A policy option then gets
+    :func:`apply_policy`'s combination of the two (unless ``policy`` is false).
+    """
+    traits = obj.traits()
+    names = list(names)
+    server: dict[str, Any] = {}
+    requested: dict[str, Any] = {}
+    for name in names:
+        is_policy = policy and traits[name].metadata.get("policy") is not None
+        if name not in values or is_policy:
+            try:
+                setattr(obj, name, getattr(obj, name))
+            except (TraitError, ValueError) as exc:
+                raise ServerConfigError(
+                    invalid_message(obj, owner, name, server_source(obj, name), exc)
+                ) from exc
+            server[name] = getattr(obj, name)
+        if name in values:
+            try:
+                setattr(obj, name, values[name])
+            except (TraitError, ValueError) as exc:
+                source = f"kernel.json value {values[name]!r}"
+                raise InvalidOptionError(invalid_message(obj, owner, name, source, exc)) from exc
+            requested[name] = getattr(obj, name)
+    if not policy:
+        return
+    for name in names:
+        if name in requested and traits[name].metadata.get("policy") is not None:
+            merged = apply_policy(obj, name, server, requested, owner, values[name])
+            if merged != requested[name]:
+                setattr(obj, name, merged)
+
+
+def _cap_level(traits: Mapping[str, TraitType[Any, Any]], values: Mapping[str, Any], name: str) -> float:
+    meta = traits[name].metadata
+    level = float((meta.get("parse") or float)(values[name]))
+    if "unlimited" in meta and level == meta["unlimited"]:
+        fallback = meta.get("fallback")
+        return _cap_level(traits, values, fallback) if fallback else math.inf
+    return level
+
+
+def apply_policy(
+    obj: Configurable,
+    name: str,
+    server: Mapping[str, Any],
+    requested: Mapping[str, Any],
+    owner: str,
+    raw: Any = None,
+) -> Any:
+    """Combine the server's value of policy option ``name`` (``server[name]``: server config, ``GP_*`` env
+    or default, validated) with kernel.json's (``requested[name]``, validated; ``raw`` as written).
+
+    The trait's ``policy`` tag says how; kernel.json may tighten, never loosen:
+
+    - ``"deny"`` (a list of what is refused): the union of both lists; a kernel.json list adds to the
+      server's, it cannot take anything off it.
+    - ``"allow"`` (a list of what is permitted): kernel.json's list must be within the server's (each
+      entry equal to one of the server's, or ``covers(server_entry, entry)`` when the tag gives that
+      function, e.g. fnmatch patterns). An empty server list allows nothing beyond it, unless the tag
+      says ``empty_allows_all=True`` (then the server's empty list admits any kernel.json list, and an
+      empty kernel.json list under a non-empty server list is a loosening).
+    - ``"cap"`` (a number, or what ``parse`` turns into one): kernel.json may only lower it. The tag's
+      ``unlimited`` value (e.g. ``0``) means no cap, or, with ``fallback="other_option"``, that option's
+      cap (which must be a policy option too).
+
+    :raises InvalidOptionError: When kernel.json's value would loosen the server's, naming both.
+    """
+    traits = obj.traits()
+    meta = traits[name].metadata
+    floor, value = server[name], requested[name]
+    policy = meta["policy"]
+    if policy == "deny":
+        return [*floor, *(item for item in value if item not in floor)]
+    if policy == "allow":
+        if not floor and meta.get("empty_allows_all"):
+            return value
+        covers = meta.get("covers") or (lambda allowed, item: allowed == item)
+        if not value and meta.get("empty_allows_all"):
+            why = "an empty list would allow anyone; kernel.json may only narrow the server's list"
+        else:
+            outside = [item for item in value if not any(covers(allowed, item) for allowed in floor)]
+            if not outside:
+                return value
+            why = f"{', '.join(map(repr, outside))} not allowed by the server; kernel.json may only narrow its list"
+    elif policy == "cap":
+        if _cap_level(traits, {**server, **requested}, name) <= _cap_level(traits, server, name):
+            return value
+        why = "kernel.json may only lower it"
+    else:
+        raise InvalidOptionError(
+            f"option {name!r} of {owner} has an unknown policy {policy!r}; use one of {POLICIES}"
+        )
+    raise InvalidOptionError(
+        f"Invalid option {name!r} for {owner} (from kernel.json value {raw if raw is not None else value!r}): "
+        f"it would loosen the server's {name}={floor!r} (from {server_source(obj, name)}): {why}. "
+        f"{name} is a security policy: the server's configuration is the floor"
     )
 
 

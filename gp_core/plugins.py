@@ -20,7 +20,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import BackendError, InvalidOptionError, UnknownBackendError
-from .options import BackendOptions, parse_list, unknown_options_message
+from .options import CORE_OPTION_NAMES, BackendOptions, parse_list, unknown_options_message
 
 GROUP = "gp_core.backends"
 T = TypeVar("T")
@@ -71,6 +71,16 @@ class Backend:
                 f"gp backend {name!r}: declare_options must return a BackendOptions subclass, "
                 f"not {options_class!r}"
             )
+        if options_class is not None:
+            shadowing = sorted(set(options_class.option_names()) & set(CORE_OPTION_NAMES))
+            if shadowing:
+                # kernel.json's config and the server's c.* sections hold both in one namespace.
+                raise BackendError(
+                    f"gp backend {name!r} is invalid: its option(s) "
+                    f"{', '.join(f'{options_class.__name__}.{o}' for o in shadowing)} would shadow gp's core "
+                    f"option(s) {', '.join(f'GenericRemoteProvisioner.{o}' for o in shadowing)}; "
+                    "rename the backend's option(s)"
+                )
         self.options_class: type[BackendOptions] | None = options_class
         self.hook = self.pm.hook
 
@@ -78,18 +88,25 @@ class Backend:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
     def make_options(
-        self, values: dict[str, Any], parent: Any = None, other_options: Iterable[str] = ()
+        self,
+        values: dict[str, Any],
+        parent: Any = None,
+        other_options: Iterable[str] = (),
+        policy: bool = True,
     ) -> BackendOptions | None:
         """Validate per-kernel option values against the backend's options class.
 
         ``other_options`` are the keys valid beside the backend's (core's options); an unknown-option
-        error lists them too, so it names everything a kernel.json may set.
+        error lists them too, so it names everything a kernel.json may set. ``policy=False`` skips the
+        check that kernel.json only tightens the server's policy options (see ``BackendOptions.from_config``).
         """
         if self.options_class is None:
             if values:
                 raise InvalidOptionError(unknown_options_message(self.name, values, (), other_options))
             return None
-        return self.options_class.from_config(self.name, values, parent=parent, other_options=other_options)
+        return self.options_class.from_config(
+            self.name, values, parent=parent, other_options=other_options, policy=policy
+        )
 
     @property
     def secret_env(self) -> tuple[str, ...]:

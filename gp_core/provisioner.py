@@ -8,18 +8,22 @@ its hooks (see :mod:`gp_core.hookspecs`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
+import inspect
 import json
 import logging
 import os
 import re
 import signal
 import sys
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, List, TraitError, Unicode, default, validate
+from traitlets.config import Config
 
 from .errors import (
     BackendError,
@@ -27,10 +31,11 @@ from .errors import (
     InvalidOptionError,
     LaunchError,
     LaunchTimeoutError,
+    NotAuthorizedError,
     ProtocolError,
 )
 from .listener import LaunchReport, PendingLaunch, ResponseListener
-from .options import env_default
+from .options import CORE_OPTION_NAMES, assign_options, check_server_config, config_error, env_default
 from .plugins import Backend, get_backend, installed_backends
 from .protocol import comm_request, parse_port_range
 from .rollback import Rollback
@@ -39,6 +44,101 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: How long a signal over the communication port may take before it counts as unanswered.
 _COMM_TIMEOUT = 5.0
+#: What core's option errors call the options' owner.
+_OWNER = "gp-remote-provisioner"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Verbatim(str):
+    """A message that ``%``-formatting leaves as it is: tornado and jupyter_server format an HTTPError's
+    ``log_message % args``, and a gp error's args are its message, not format arguments."""
+
+    __slots__ = ()
+
+    def __mod__(self, args: object) -> str:
+        return str(self)
+
+
+_HTTP_CLASSES: dict[type[GPError], type[GPError]] = {}
+
+
+def _http_class(cls: type[GPError]) -> type[GPError] | None:
+    """``cls`` and tornado's HTTPError in one class, with ``cls``'s name, message and isinstance checks."""
+    if cls not in _HTTP_CLASSES:
+        try:
+            from tornado.web import HTTPError  # jupyter_client's own dependency
+        except ImportError:  # pragma: no cover
+            return None
+        if issubclass(cls, HTTPError):
+            return None
+        namespace = {
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__str__": cls.__str__,  # HTTPError's would say "HTTP 400: Bad Request (...)"
+            "log_message": property(lambda self: _Verbatim(str(self))),
+            "get_message": lambda self: str(self),
+        }
+        _HTTP_CLASSES[cls] = type(cls.__name__, (cls, HTTPError), namespace)
+    return _HTTP_CLASSES[cls]
+
+
+def http_error(error: GPError) -> GPError:
+    """Make ``error`` (in place) an instance of a subclass of its class that is also a
+    ``tornado.web.HTTPError``, so that a Jupyter server answers the REST request it failed with the
+    error's ``http_status`` and gp's message: jupyter_server's ``APIHandler.write_error`` shows an
+    HTTPError's ``log_message`` and ``reason``, and 500 "Unhandled error" for anything else. ``reason``
+    (the status line's phrase) is the gp error's class name. isinstance checks of gp's classes still hold.
+    """
+    cls = type(error)
+    http_cls = _http_class(cls)
+    if http_cls is None:
+        return error
+    error.__class__ = http_cls
+    error.status_code = error.http_status  # type: ignore[attr-defined]
+    error.reason = cls.__name__  # type: ignore[attr-defined]
+    return error
+
+
+def _tell_the_kernel_manager(provisioner: Any, error: GPError) -> None:
+    """Put a failed start into the kernel manager's ``execution_state``/``reason`` when it has them
+    (jupyter_server's ServerKernelManager shows them in the kernel's REST model). With pending kernels
+    jupyter_server answers the start request before the launch runs, and its model would say "starting"
+    until a client connects."""
+    try:
+        manager = provisioner.parent
+        if manager is not None and manager.has_trait("execution_state") and manager.has_trait("reason"):
+            manager.execution_state = "dead"
+            manager.reason = str(error)
+    except Exception:  # best effort: the error itself is raised anyway
+        pass
+
+
+def _errors_reach_http_clients(method: F) -> F:
+    """Raise the gp errors of ``method`` as :func:`http_error` makes them (jupyter_client passes them on
+    unchanged to jupyter_server, which answers the client), and tell the kernel manager."""
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(self, *args, **kwargs)
+            except GPError as exc:
+                http_error(exc)
+                _tell_the_kernel_manager(self, exc)
+                raise
+
+        return wrapper  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def sync_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except GPError as exc:
+            http_error(exc)
+            _tell_the_kernel_manager(self, exc)
+            raise
+
+    return sync_wrapper  # type: ignore[return-value]
 
 
 class GenericRemoteProvisioner(KernelProvisionerBase):
@@ -53,12 +153,20 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
     """
 
     backend = Unicode("", config=True, help="Name of the gp backend that runs the kernel (required).")
+    # Policies (see gp_core.options.apply_policy): kernel.json may narrow authorized_users and add to
+    # unauthorized_users, never widen what the server allows.
     authorized_users = List(
-        Unicode(), config=True, help="Users allowed to start kernels; empty = anyone not unauthorized."
-    )
+        Unicode(),
+        config=True,
+        help="Users allowed to start kernels; empty = anyone not unauthorized (env GP_AUTHORIZED_USERS). "
+        "A policy: kernel.json may only narrow the server's list.",
+    ).tag(policy="allow", empty_allows_all=True)
     unauthorized_users = List(
-        Unicode(), config=True, help="Users refused kernels; beats authorized_users (default: root)."
-    )
+        Unicode(),
+        config=True,
+        help="Users refused kernels; beats authorized_users (env GP_UNAUTHORIZED_USERS, default: root). "
+        "A policy: kernel.json's list adds to the server's.",
+    ).tag(policy="deny")
     port_range = Unicode(
         config=True, help="Ports the kernel may bind, 'LOW..HIGH'; '0..0' = any (env GP_PORT_RANGE)."
     )
@@ -107,26 +215,35 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         """The options core itself takes in kernel.json's config (the rest are the backend's)."""
         return sorted(cls.class_trait_names(config=True))
 
+    @_errors_reach_http_clients
     def __init__(self, **kwargs: Any) -> None:
         own = set(self.class_trait_names()) | {"parent", "config"}
         self._backend_values = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
+        # kernel.json's core values are assigned after the server's config, so that each error names its
+        # source and a policy option's server value is known (the floor kernel.json may only tighten).
+        core_values = {k: kwargs.pop(k) for k in list(kwargs) if k in CORE_OPTION_NAMES}
         try:
             super().__init__(**kwargs)
-        except TraitError as exc:
-            raise InvalidOptionError(f"Invalid gp-remote-provisioner option: {exc}") from exc
+        except (TraitError, ValueError) as exc:
+            config = kwargs.get("config") or getattr(kwargs.get("parent"), "config", None) or Config()
+            raise config_error(type(self), config, _OWNER, exc) from exc
+        assign_options(self, self.core_option_names(), core_values, _OWNER)
         if not self.backend:
             raise InvalidOptionError(
                 "kernel.json's kernel_provisioner config must name a gp backend, e.g. "
                 f'"backend": "local"; installed backends: {", ".join(installed_backends())}'
             )
         self._backend: Backend = get_backend(self.backend)
+        options_class = self._backend.options_class
+        check_server_config(
+            self,
+            _OWNER,
+            {"GenericRemoteProvisioner": self.core_option_names()},
+            elsewhere={options_class.__name__: options_class.option_names()} if options_class else None,
+        )
         self.options = self._backend.make_options(
             self._backend_values, parent=self, other_options=self.core_option_names()
         )
-        # Resolve env defaults now (dynamic defaults skip @validate), so a bad GP_* value fails before launch.
-        parse_port_range(self.port_range)
-        for name in ("launch_timeout", "max_launch_timeout", "poll_interval"):
-            self._check_positive({"value": getattr(self, name), "trait": self.traits()[name]})
         self._handle: dict[str, Any] | None = None
         self._report: LaunchReport | None = None
         self._comm_address: tuple[str, int] | None = None
@@ -151,6 +268,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
     def has_process(self) -> bool:
         return self._handle is not None and not self._exited
 
+    @_errors_reach_http_clients
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs = await super().pre_launch(**kwargs)
         env: dict[str, str] = kwargs["env"]
@@ -194,6 +312,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         kwargs["env"] = {k: v for k, v in env.items() if k != "GP_LAUNCH_TOKEN"}
         return kwargs
 
+    @_errors_reach_http_clients
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         assert self._listener is not None, "pre_launch must run first"
         plan = self._plan
@@ -485,12 +604,14 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         username = env.get("KERNEL_USERNAME") or getpass.getuser()
         kernel = self.kernel_spec.display_name if self.kernel_spec else self.kernel_id
         if username in self.unauthorized_users:
-            raise PermissionError(
+            raise NotAuthorizedError(
                 f"User {username!r} is not authorized to start kernel {kernel!r}: the user is in "
-                "unauthorized_users (GP_UNAUTHORIZED_USERS). Set KERNEL_USERNAME to an authorized user."
+                "unauthorized_users (GP_UNAUTHORIZED_USERS). Set KERNEL_USERNAME to an authorized user "
+                "(the user is the server's own unless the request or the server's environment sets it; "
+                "see 'A server that runs as root' in gp's README)."
             )
         if self.authorized_users and username not in self.authorized_users:
-            raise PermissionError(
+            raise NotAuthorizedError(
                 f"User {username!r} is not authorized to start kernel {kernel!r}: only "
                 f"{', '.join(sorted(self.authorized_users))} may (authorized_users)."
             )

@@ -72,8 +72,23 @@ class InstallSpecApp(JupyterApp):
     sys_prefix = Bool(False, config=True, help="Install into sys.prefix (e.g. the active virtualenv).")
     prefix = Unicode("", config=True, help="Install under PREFIX/share/jupyter/kernels.")
     replace = Bool(False, config=True, help="Replace an existing kernelspec of the same name.")
-    authorized_users = List(Unicode(), config=True, help="Users allowed to start this kernel.")
-    unauthorized_users = List(Unicode(), config=True, help="Users refused this kernel (default: root).")
+    # None = not given (kernel.json then leaves the option to the server); an empty value ("--x=") is [].
+    authorized_users = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Users allowed to start this kernel, within the server's authorized_users (a policy: "
+        "kernel.json may only narrow the server's list). '--authorized-users=' writes [].",
+    )
+    unauthorized_users = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Users refused this kernel, besides the server's unauthorized_users (default: root; a policy: "
+        "kernel.json can only add to the server's list). '--unauthorized-users=' writes [].",
+    )
     port_range = Unicode("0..0", config=True, help="Ports the kernel may bind, LOW..HIGH (0..0 = any).")
     launch_timeout = Float(30.0, config=True, help="Seconds to wait for the kernel to start.")
     ipykernel_subclass_name = Unicode(
@@ -133,6 +148,13 @@ class InstallSpecApp(JupyterApp):
             )
         return str(proposal["value"])
 
+    @validate("authorized_users", "unauthorized_users")
+    def _drop_blank_users(self, proposal: Any) -> list[str] | None:
+        if proposal["value"] is None:
+            return None
+        # "--unauthorized-users=" arrives as [""]: no user, not a user named "".
+        return [user.strip() for user in proposal["value"] if user.strip()]
+
     @validate("port_range")
     def _check_port_range(self, proposal: Any) -> str:
         try:
@@ -164,11 +186,11 @@ class InstallSpecApp(JupyterApp):
         return [*PLACEHOLDER_ARGS, "--kernel-class-name", self.ipykernel_subclass_name]
 
     def provisioner_config(self) -> dict[str, Any]:
-        """Core options written into kernel.json: the non-default ones, and always launch_timeout."""
+        """Core options written into kernel.json: those given (or non-default), and always launch_timeout."""
         config: dict[str, Any] = {"backend": self.backend_name, "launch_timeout": self.launch_timeout}
-        if self.authorized_users:
+        if self.authorized_users is not None:
             config["authorized_users"] = list(self.authorized_users)
-        if self.unauthorized_users:
+        if self.unauthorized_users is not None:
             config["unauthorized_users"] = list(self.unauthorized_users)
         if self.port_range != "0..0":
             config["port_range"] = self.port_range
@@ -202,8 +224,9 @@ class InstallSpecApp(JupyterApp):
         config = dict(spec["metadata"]["kernel_provisioner"]["config"])
         core_options = GenericRemoteProvisioner.core_option_names()
         backend_values = {name: value for name, value in config.items() if name not in core_options}
-        # The spec must pass the same validation as a launch.
-        backend.make_options(backend_values, other_options=core_options)
+        # The spec must pass the same validation as a launch, but for the policies: whether its values stay
+        # within the server's is decided at launch, by the server that starts it.
+        backend.make_options(backend_values, other_options=core_options, policy=False)
         return spec
 
     def install(self) -> Path:

@@ -103,7 +103,7 @@ projects=("$ROOT")
 for pp in "$ROOT"/plugins/*/pyproject.toml "$ROOT"/tests/example_backend/pyproject.toml; do
     [ -f "$pp" ] && projects+=("$(dirname "$pp")")
 done
-TEST_DEPS=(pytest pytest-asyncio pytest-timeout ipykernel "ruff==$RUFF_VERSION" "mypy==$MYPY_VERSION")
+TEST_DEPS=(pytest pytest-asyncio pytest-timeout ipykernel "jupyter_server>=2" "ruff==$RUFF_VERSION" "mypy==$MYPY_VERSION")
 # The editable installs are redone whenever anything that shapes them changes (the projects' pyproject.toml /
 # setup.* files and top-level python packages, the test deps, the python), or a distribution has gone
 # missing from the venv; otherwise they are skipped (a no-op reinstall costs ~2 s per project).

@@ -160,7 +160,9 @@ def test_unknown_option_is_named_with_the_valid_ones(two_backends):
     one, _ = two_backends
     with pytest.raises(InvalidOptionError) as info:
         one.make_options({"imagee": "x"})
-    assert str(info.value).endswith("'imagee' for gp backend 'undo-one'; valid options: cpus, image")
+    assert str(info.value).endswith(
+        "'imagee' for gp backend 'undo-one' (did you mean 'image'?); valid options: cpus, image"
+    )
 
 
 def test_unknown_option_lists_the_other_valid_options_too(two_backends):
@@ -168,7 +170,7 @@ def test_unknown_option_lists_the_other_valid_options_too(two_backends):
     with pytest.raises(InvalidOptionError) as info:
         one.make_options({"imagee": "x", "zz": 1}, other_options=["launch_timeout", "backend"])
     assert str(info.value) == (
-        "Unknown option(s) 'imagee', 'zz' for gp backend 'undo-one'; "
+        "Unknown option(s) 'imagee', 'zz' for gp backend 'undo-one' (did you mean 'image' for 'imagee'?); "
         "valid options: backend, launch_timeout (core), cpus, image (undo-one)"
     )
 

@@ -60,6 +60,24 @@ def test_install_writes_a_spec_selecting_the_backend(tmp_path):
     assert (spec_dir / "scripts/launch_ipykernel.py").is_file()
 
 
+def test_empty_user_lists_are_written_as_empty_lists(tmp_path):
+    # "--unauthorized-users=" used to write [""] (a user named ""), and [] was dropped as the default.
+    result = _install("install", f"--prefix={tmp_path}", "--unauthorized-users=", "--authorized-users=")
+    assert result.returncode == 0, result.stderr
+    spec = json.loads((tmp_path / "share/jupyter/kernels/local_python/kernel.json").read_text())
+    config = spec["metadata"]["kernel_provisioner"]["config"]
+    assert config["unauthorized_users"] == [] and config["authorized_users"] == []
+
+
+def test_user_lists_not_given_are_left_to_the_server(tmp_path):
+    result = _install("install", f"--prefix={tmp_path}", "--unauthorized-users=bob", "--unauthorized-users= ")
+    assert result.returncode == 0, result.stderr
+    spec = json.loads((tmp_path / "share/jupyter/kernels/local_python/kernel.json").read_text())
+    config = spec["metadata"]["kernel_provisioner"]["config"]
+    assert config["unauthorized_users"] == ["bob"]
+    assert "authorized_users" not in config
+
+
 def test_existing_spec_needs_replace(tmp_path):
     assert _install("install", f"--prefix={tmp_path}").returncode == 0
     again = _install("install", f"--prefix={tmp_path}")
@@ -163,6 +181,6 @@ def test_spec_with_an_unknown_option_lists_every_valid_one(tmp_path, async_spec_
         TypoApp().build_spec(tmp_path)
     core = ", ".join(GenericRemoteProvisioner.core_option_names())
     assert str(info.value) == (
-        "Unknown option(s) 'flavor' for gp backend 'undo-async-spec'; "
+        "Unknown option(s) 'flavor' for gp backend 'undo-async-spec' (did you mean 'flavour'?); "
         f"valid options: {core} (core), flavour (undo-async-spec)"
     )

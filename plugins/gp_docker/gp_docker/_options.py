@@ -6,7 +6,9 @@ Server config sets them as ``c.DockerOptions.<name>`` (both backends) or ``c.Doc
 
 from __future__ import annotations
 
+import functools
 import re
+from fnmatch import fnmatchcase
 from typing import Any
 
 from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
@@ -50,6 +52,65 @@ def parse_memory(value: str, what: str) -> int:
     return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()])
 
 
+def _glob_tokens(pattern: str) -> list[tuple[str, str]]:
+    """fnmatch's syntax as tokens: ("*", ""), ("?", ""), ("class", "[...]") or ("char", c)."""
+    tokens: list[tuple[str, str]] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char in "*?":
+            if not (char == "*" and tokens and tokens[-1][0] == "*"):
+                tokens.append((char, ""))
+            i += 1
+            continue
+        if char == "[":
+            end = i + 1
+            end += pattern[end : end + 1] == "!"
+            end += pattern[end : end + 1] == "]"
+            end = pattern.find("]", end)
+            if end != -1:
+                tokens.append(("class", pattern[i : end + 1]))
+                i = end + 1
+                continue
+        tokens.append(("char", char))
+        i += 1
+    return tokens
+
+
+def image_pattern_within(allowed: str, pattern: str) -> bool:
+    """Whether every image name ``pattern`` (an ``allowed_images`` entry) admits is admitted by ``allowed``.
+
+    Sound, not complete: ``allowed``'s ``*`` may stand for any part of ``pattern``, its ``?`` for one
+    character or ``?``/class of ``pattern``, its class for a character in it, its characters for
+    themselves; a ``*`` of ``pattern`` needs a ``*`` of ``allowed``. So ``gp/kernel-r:*`` is within
+    ``gp/kernel-*:*``, ``a*c`` is not within ``a?c``, and a kernel.json cannot widen allowed_images.
+    """
+    outer, inner = _glob_tokens(allowed), _glob_tokens(pattern)
+
+    @functools.cache
+    def within(a: int, p: int) -> bool:
+        if a == len(outer):
+            return p == len(inner)
+        kind, text = outer[a]
+        if kind == "*":
+            return within(a + 1, p) or (p < len(inner) and within(a, p + 1))
+        if p == len(inner):
+            return False
+        if kind == "?":
+            fits = inner[p][0] != "*"
+        elif kind == "class":
+            fits = inner[p][0] == "char" and fnmatchcase(inner[p][1], text)
+        else:
+            fits = inner[p] == outer[a]
+        return fits and within(a + 1, p + 1)
+
+    return within(0, 0)
+
+
+def _memory_bytes(value: str) -> int:
+    return parse_memory(value, "memory")
+
+
 def parse_cpus(value: str, what: str) -> float:
     """Parse a CPU count (``"1.5"``); must be positive and finite."""
     try:
@@ -62,7 +123,11 @@ def parse_cpus(value: str, what: str) -> float:
 
 
 class DockerOptions(BackendOptions):
-    """Options of the ``docker`` backend (and, inherited, of ``docker-swarm``)."""
+    """Options of the ``docker`` backend (and, inherited, of ``docker-swarm``).
+
+    The prohibited ids, allowed_images and the CPU/memory limits are policies (see
+    :func:`gp_core.options.apply_policy`): kernel.json may tighten the server's values, never loosen them.
+    """
 
     image = Unicode(
         config=True,
@@ -73,8 +138,9 @@ class DockerOptions(BackendOptions):
         Unicode(),
         config=True,
         help="Images a request may choose with KERNEL_IMAGE, as fnmatch patterns, e.g. 'myorg/kernel-*' "
-        "(env GP_ALLOWED_IMAGES, comma list). Empty: requests cannot change the image.",
-    )
+        "(env GP_ALLOWED_IMAGES, comma list). Empty: requests cannot change the image. A policy: "
+        "kernel.json's list must be within the server's.",
+    ).tag(policy="allow", covers=image_pattern_within)
     network = Unicode(
         config=True,
         help="Docker network the kernel joins; 'host' shares the docker host's network "
@@ -93,13 +159,15 @@ class DockerOptions(BackendOptions):
     prohibited_uids = List(
         Unicode(),
         config=True,
-        help="User ids a request may not run the kernel as (env GP_PROHIBITED_UIDS, default 0).",
-    )
+        help="User ids a request may not run the kernel as (env GP_PROHIBITED_UIDS, default 0). A policy: "
+        "kernel.json's list adds to the server's.",
+    ).tag(policy="deny")
     prohibited_gids = List(
         Unicode(),
         config=True,
-        help="Group ids a request may not run the kernel as (env GP_PROHIBITED_GIDS, default 0).",
-    )
+        help="Group ids a request may not run the kernel as (env GP_PROHIBITED_GIDS, default 0). A "
+        "policy: kernel.json's list adds to the server's.",
+    ).tag(policy="deny")
     mirror_working_dirs = Bool(
         config=True,
         help="Honour a request's KERNEL_WORKING_DIR as the kernel's working directory "
@@ -114,17 +182,26 @@ class DockerOptions(BackendOptions):
         config=True,
         help="Mounts, as 'SOURCE:TARGET[:ro|rw]': a host path (absolute SOURCE) or a named volume.",
     )
-    cpus = Float(0.0, config=True, help="CPU limit of the kernel (e.g. 1.5); 0 = none.")
+    cpus = Float(
+        0.0,
+        config=True,
+        help="CPU limit of the kernel (e.g. 1.5); 0 = none. A cap: kernel.json may only lower it.",
+    ).tag(policy="cap", unlimited=0)
     max_cpus = Float(
         0.0,
         config=True,
-        help="Highest CPU limit a request may ask for with KERNEL_CPUS_LIMIT; 0 = the cpus value.",
-    )
-    memory = Unicode(config=True, help="Memory limit of the kernel (e.g. 2g); '' = none.")
+        help="Highest CPU limit a request may ask for with KERNEL_CPUS_LIMIT; 0 = the cpus value. A cap: "
+        "kernel.json may only lower it.",
+    ).tag(policy="cap", unlimited=0, fallback="cpus")
+    memory = Unicode(
+        config=True,
+        help="Memory limit of the kernel (e.g. 2g); '' = none. A cap: kernel.json may only lower it.",
+    ).tag(policy="cap", unlimited=0, parse=_memory_bytes)
     max_memory = Unicode(
         config=True,
-        help="Highest memory limit a request may ask for with KERNEL_MEMORY_LIMIT; '' = the memory value.",
-    )
+        help="Highest memory limit a request may ask for with KERNEL_MEMORY_LIMIT; '' = the memory value. A "
+        "cap: kernel.json may only lower it.",
+    ).tag(policy="cap", unlimited=0, parse=_memory_bytes, fallback="memory")
     remove_container = Bool(
         config=True,
         help="Remove the kernel's container when the kernel is shut down; false keeps it stopped, for "

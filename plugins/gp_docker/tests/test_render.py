@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from gp_docker import _pool
-from gp_docker._options import DockerOptions, DockerSwarmOptions, parse_id, parse_memory
+from gp_docker._options import DockerOptions, DockerSwarmOptions, image_pattern_within, parse_id, parse_memory
 from gp_docker._spec import resource_name
 
 from gp_core import BackendError, InvalidOptionError
@@ -156,10 +156,15 @@ def test_image_user_when_defaults_are_cleared():
     assert spec["user"] is None and "KERNEL_UID" not in spec["env"]
 
 
-def test_uid_without_a_gid_is_refused_while_gids_are_policed():
+def test_uid_without_a_gid_is_refused_while_gids_are_policed(monkeypatch):
     with pytest.raises(BackendError, match="group id"):
         render(options={"default_gid": ""}, KERNEL_UID="1001")
-    spec = render(options={"default_gid": "", "prohibited_gids": []}, KERNEL_UID="1001")
+    # prohibited_gids is a deny policy: a kernel.json [] adds nothing to the server's ["0"]...
+    with pytest.raises(BackendError, match="group id"):
+        render(options={"default_gid": "", "prohibited_gids": []}, KERNEL_UID="1001")
+    # ...only the server can clear it.
+    monkeypatch.setenv("GP_PROHIBITED_GIDS", "")
+    spec = render(options={"default_gid": ""}, KERNEL_UID="1001")
     assert spec["user"] == "1001"
 
 
@@ -185,12 +190,80 @@ def test_kernel_image_request_is_refused_without_an_allow_list():
         render(KERNEL_IMAGE="evil/miner:latest")
 
 
-def test_kernel_image_request_matching_the_allow_list_is_used():
-    options = {"allowed_images": ["gp/kernel-*:*"]}
-    spec = render(options=options, KERNEL_IMAGE="gp/kernel-r:1")
+def test_kernel_image_request_matching_the_allow_list_is_used(monkeypatch):
+    monkeypatch.setenv("GP_ALLOWED_IMAGES", "gp/kernel-*:*")
+    spec = render(KERNEL_IMAGE="gp/kernel-r:1")
     assert spec["image"] == "gp/kernel-r:1" and spec["env"]["KERNEL_IMAGE"] == "gp/kernel-r:1"
     with pytest.raises(BackendError, match="accepts only 'gp/kernel-"):
-        render(options=options, KERNEL_IMAGE="other/kernel:1")
+        render(KERNEL_IMAGE="other/kernel:1")
+    # kernel.json may narrow the server's list
+    with pytest.raises(BackendError, match="accepts only 'gp/kernel-r:"):
+        render(options={"allowed_images": ["gp/kernel-r:*"]}, KERNEL_IMAGE="gp/kernel-py:1")
+
+
+# ------------------------------------------------------------------ policies: kernel.json only tightens
+
+
+def test_kernel_json_cannot_clear_the_prohibited_uids():
+    # kernel.json's prohibited_uids [] used to replace the server's ["0"]: KERNEL_UID=0 ran as root.
+    options = get_backend("docker").make_options({"image": "x", "prohibited_uids": [], "prohibited_gids": []})
+    assert options.prohibited_uids == ["0"] and options.prohibited_gids == ["0"]
+    with pytest.raises(BackendError, match=r"KERNEL_UID='0' refused: user id 0 is prohibited"):
+        render(options={"prohibited_uids": []}, KERNEL_UID="0", KERNEL_GID="100")
+    with pytest.raises(BackendError, match="user id 1234 is prohibited"):
+        render(options={"prohibited_uids": ["1234"]}, KERNEL_UID="1234")
+
+
+def test_kernel_json_cannot_widen_the_allowed_images(monkeypatch):
+    with pytest.raises(InvalidOptionError, match=r"'allowed_images' .*'\*' not allowed by the server"):
+        render(options={"allowed_images": ["*"]}, KERNEL_IMAGE="evil/miner:latest")
+    monkeypatch.setenv("GP_ALLOWED_IMAGES", "myorg/*")
+    with pytest.raises(InvalidOptionError, match=r"from env GP_ALLOWED_IMAGES='myorg/\*'"):
+        render(options={"allowed_images": ["other/*"]})
+    assert render(options={"allowed_images": ["myorg/kernel-*"]}, KERNEL_IMAGE="myorg/kernel-r:1")["image"]
+
+
+@pytest.mark.parametrize(
+    ("allowed", "pattern", "within"),
+    [
+        ("myorg/*", "myorg/kernel-*", True),
+        ("myorg/*", "myorg/kernel:1", True),
+        ("*", "any/thing-*", True),
+        ("a?c", "a?c", True),
+        ("myorg/*", "other/*", False),
+        ("myorg/k*", "myorg/*", False),
+        ("a?c", "a*c", False),  # fnmatch would say "a*c" matches "a?c": it is no sub-pattern
+        ("my[ab]/*", "myz/x-*", False),
+        ("my[ab]/*", "mya/x-*", True),
+        ("gp/kernel-*:*", "gp/kernel-r:*", True),
+        ("gp/kernel-*:*", "gp/kernel-*", False),
+        ("gp/kernel-?:1", "gp/kernel-[rs]:1", True),
+        ("gp/kernel-[rs]:1", "gp/kernel-?:1", False),
+    ],
+)
+def test_image_pattern_within(allowed, pattern, within):
+    assert image_pattern_within(allowed, pattern) is within
+
+
+def test_kernel_json_may_only_lower_the_resource_caps():
+    from traitlets.config import Config, Configurable
+
+    server = Configurable(config=Config({"DockerOptions": {"cpus": 2.0, "memory": "1g"}}))
+    plugin = get_backend("docker")
+    options = plugin.make_options({"cpus": 1.0, "memory": "512m", "max_cpus": 2.0}, parent=server)
+    assert (options.cpus, options.memory, options.max_cpus) == (1.0, "512m", 2.0)
+    for values, name in [
+        ({"cpus": 4.0}, "cpus"),
+        ({"cpus": 0}, "cpus"),  # 0 = no limit
+        ({"memory": "2g"}, "memory"),
+        ({"memory": ""}, "memory"),
+        ({"max_cpus": 3.0}, "max_cpus"),  # the server's request cap is its cpus, 2
+        ({"max_memory": "4g"}, "max_memory"),
+    ]:
+        with pytest.raises(InvalidOptionError, match=rf"'{name}' .*would loosen the server's {name}="):
+            plugin.make_options(values, parent=server)
+    # without server limits kernel.json sets them freely
+    assert plugin.make_options({"cpus": 8.0, "max_memory": "64g"}).max_memory == "64g"
 
 
 def test_kernel_image_equal_to_the_configured_one_is_fine():

@@ -34,6 +34,9 @@ def _is_host(text: str) -> bool:
 class SshOptions(BackendOptions):
     """Options of the ``ssh`` backend.
 
+    remote_hosts and host_key_policy are policies (see :func:`gp_core.options.apply_policy`): kernel.json
+    may narrow the hosts and make the host key policy stricter, never the reverse.
+
     The SSH password is deliberately not an option: it comes only from the server's ``GP_REMOTE_PWD``
     environment variable, so it can never be written into a kernel.json.
     """
@@ -43,8 +46,9 @@ class SshOptions(BackendOptions):
     remote_hosts = List(
         Unicode(),
         config=True,
-        help="Hosts kernels may run on (env GP_REMOTE_HOSTS, comma-separated; default: localhost).",
-    )
+        help="Hosts kernels may run on (env GP_REMOTE_HOSTS, comma-separated; default: localhost). A "
+        "policy: kernel.json's list must be within the server's.",
+    ).tag(policy="allow")
     load_balancing_algorithm = Enum(
         [ROUND_ROBIN, LEAST_CONNECTION],
         config=True,
@@ -69,8 +73,9 @@ class SshOptions(BackendOptions):
         list(HOST_KEY_POLICIES),
         config=True,
         help="What to do with a host whose key is not known: reject (default), warn or auto-add "
-        "(env GP_SSH_HOST_KEY_POLICY). A key that differs from the known one is always rejected.",
-    )
+        "(env GP_SSH_HOST_KEY_POLICY). A key that differs from the known one is always rejected. A policy: "
+        "kernel.json may only make it stricter (reject < warn < auto-add).",
+    ).tag(policy="cap", parse=HOST_KEY_POLICIES.index)
     connect_timeout = Float(
         config=True,
         help="Seconds to connect and log in (env GP_SSH_CONNECT_TIMEOUT; default 10, never more than "

@@ -33,6 +33,8 @@ def _loopback_listener(monkeypatch: pytest.MonkeyPatch) -> None:
     # Kernels report to 127.0.0.1; port 0 so concurrent test runs never fight over a port.
     monkeypatch.setenv("GP_RESPONSE_IP", "127.0.0.1")
     monkeypatch.setenv("GP_RESPONSE_PORT", "0")
+    # The server allows the test sshd's addresses: remote_hosts is a policy kernel.json can only narrow.
+    monkeypatch.setenv("GP_REMOTE_HOSTS", ",".join(HOSTS))
 
 
 def _sshd_problem(ssh_dir: str, port: int) -> str | None:

@@ -87,11 +87,31 @@ def test_env_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_kernel_json_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GP_REMOTE_HOSTS", "env-host")
+    monkeypatch.setenv("GP_REMOTE_HOSTS", "env-host,spec-host")
     monkeypatch.setenv("GP_SSH_PORT", "2222")
     values = options(remote_hosts=["spec-host"], ssh_port=22).to_dict()
     assert values["remote_hosts"] == ["spec-host"]
     assert values["ssh_port"] == 22
+
+
+def test_kernel_json_cannot_add_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # remote_hosts is an allow policy: a kernelspec cannot send kernels (and the server's SSH key) elsewhere.
+    with pytest.raises(
+        InvalidOptionError, match=r"'remote_hosts' .*\['localhost'\] \(from its default\): 'evil' not allowed"
+    ):
+        options(remote_hosts=["evil"])
+    monkeypatch.setenv("GP_REMOTE_HOSTS", "node1,node2")
+    assert options(remote_hosts=["node2"]).remote_hosts == ["node2"]
+    with pytest.raises(InvalidOptionError, match=r"env GP_REMOTE_HOSTS='node1,node2'\): 'node3' not allowed"):
+        options(remote_hosts=["node1,node3"])  # one entry, two hosts: checked after splitting
+
+
+def test_kernel_json_may_only_make_the_host_key_policy_stricter(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InvalidOptionError, match=r"'host_key_policy' .*'auto-add'.*may only lower"):
+        options(host_key_policy="auto-add")
+    monkeypatch.setenv("GP_SSH_HOST_KEY_POLICY", "auto-add")
+    assert options(host_key_policy="warn").host_key_policy == "warn"
+    assert options(host_key_policy="reject").host_key_policy == "reject"
 
 
 @pytest.mark.parametrize(
@@ -134,8 +154,10 @@ def test_bad_kernel_json_values_are_refused(values: dict[str, object]) -> None:
         options(**values)
 
 
-def test_ipv6_literal_hosts_are_accepted() -> None:
-    assert options(remote_hosts=["::1", "fe80::2"]).remote_hosts == ["::1", "fe80::2"]
+def test_ipv6_literal_hosts_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GP_REMOTE_HOSTS", "::1,fe80::2")
+    assert options().remote_hosts == ["::1", "fe80::2"]
+    assert options(remote_hosts=["fe80::2"]).remote_hosts == ["fe80::2"]
 
 
 def test_the_password_is_not_an_option() -> None:
