@@ -80,7 +80,21 @@ class JupyterServer:
         }
         env.pop("GP_AUTHORIZED_USERS", None)
         self.log_path = root / "server.log"
-        self.process = subprocess.Popen(
+        with self.log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
+            self.process = self._start(args, env, root, log_file)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.request("GET", "/api/status")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"jupyter_server did not start:\n{self.log()}")
+            time.sleep(0.1)
+
+    def _start(self, args: Any, env: dict[str, str], root: Any, log_file: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -96,19 +110,9 @@ class JupyterServer:
             ],
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=self.log_path.open("wb"),
+            stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.request("GET", "/api/status")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"jupyter_server did not start:\n{self.log()}")
-            time.sleep(0.1)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
