@@ -15,10 +15,12 @@ users may be able to write their own kernelspecs (see :func:`apply_policy`).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from traitlets import TraitError, TraitType
@@ -164,7 +166,8 @@ class BackendOptions(Configurable):
                 unknown_options_message(backend, unknown, cls.option_names(), other_options)
             )
         try:
-            options = cls(parent=parent)
+            with unknown_config_checked_by_gp():
+                options = cls(parent=parent)
         except (TraitError, ValueError) as exc:
             raise config_error(cls, getattr(parent, "config", None) or Config(), owner, exc) from exc
         check_server_config(
@@ -217,6 +220,15 @@ def unknown_options_message(
 def _is_section_key(key: str) -> bool:
     """traitlets' rule: ``c.A.B`` with a capitalised ``B`` is a nested section, not an option."""
     return key[:1].isupper() and not key.startswith("_")
+
+
+@contextlib.contextmanager
+def unknown_config_checked_by_gp() -> Iterator[None]:
+    """Silence traitlets' "Config option ... not recognized" warning: :func:`check_server_config` turns
+    the same finding into an error naming the key, its section and the valid options."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Config option .* not recognized by", category=UserWarning)
+        yield
 
 
 def check_server_config(

@@ -35,7 +35,14 @@ from .errors import (
     ProtocolError,
 )
 from .listener import LaunchReport, PendingLaunch, ResponseListener
-from .options import CORE_OPTION_NAMES, assign_options, check_server_config, config_error, env_default
+from .options import (
+    CORE_OPTION_NAMES,
+    assign_options,
+    check_server_config,
+    config_error,
+    env_default,
+    unknown_config_checked_by_gp,
+)
 from .plugins import Backend, get_backend, installed_backends
 from .protocol import comm_request, parse_port_range
 from .rollback import Rollback
@@ -223,7 +230,8 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         # source and a policy option's server value is known (the floor kernel.json may only tighten).
         core_values = {k: kwargs.pop(k) for k in list(kwargs) if k in CORE_OPTION_NAMES}
         try:
-            super().__init__(**kwargs)
+            with unknown_config_checked_by_gp():
+                super().__init__(**kwargs)
         except (TraitError, ValueError) as exc:
             config = kwargs.get("config") or getattr(kwargs.get("parent"), "config", None) or Config()
             raise config_error(type(self), config, _OWNER, exc) from exc
