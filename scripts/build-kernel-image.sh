@@ -14,7 +14,7 @@
 # Env: GP_JUPYTER          jupyter executable providing `image-bootstrap` (default: .venv/bin/jupyter,
 #                          then `jupyter` on PATH)
 #      GP_KERNEL_BASE_IMAGE base tag (default gp/kernel-py-base:bookworm)
-#      GP_DEBIAN_MIRROR    debootstrap mirror (default http://deb.debian.org/debian)
+#      GP_DEBIAN_MIRROR    debootstrap mirror (default: the Debian archive this machine's apt sources use)
 #      GP_REBUILD_BASE=1   force a rebuild of the base image
 set -euo pipefail
 
@@ -23,7 +23,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE="$ROOT/.ci-state"
 TAG=${1:-gp/kernel-py:test}
 BASE=${GP_KERNEL_BASE_IMAGE:-gp/kernel-py-base:bookworm}
-MIRROR=${GP_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The machine's own Debian archive (its deb822 or one-line apt sources), so no mirror is hard-coded here.
+debian_mirror() {
+    local uri
+    uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -1)
+    [ -n "$uri" ] || uri=$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | awk '{print $2}' | grep -iv security | grep -i debian | head -1)
+    echo "$uri"
+}
+MIRROR=${GP_DEBIAN_MIRROR:-$(debian_mirror)}
 KERNEL_PIP_PKGS="ipykernel pycryptodomex>=3.21"
 # Bump when the base recipe changes: an existing base carrying another recipe label is rebuilt.
 RECIPE="gp-base-v1 bookworm minbase python3 python3-venv ca-certificates | $KERNEL_PIP_PKGS"
@@ -43,6 +51,7 @@ base_recipe() { docker image inspect -f '{{ index .Config.Labels "gp.base-recipe
 
 build_base() {
     command -v debootstrap >/dev/null || die "debootstrap not found (run scripts/setup-system.sh)"
+    [ -n "$MIRROR" ] || die "no Debian archive found in /etc/apt/sources*: set GP_DEBIAN_MIRROR"
     local W="$STATE/image-build" R t0=$SECONDS
     R="$W/rootfs"
     mkdir -p "$W" "$STATE/debootstrap-cache"
