@@ -55,6 +55,9 @@ def declare_options() -> type[BackendOptions]:
 def render_resources(kernel_id: str, cmd: list[str], env: dict[str, str], options: LocalOptions) -> Resources:
     process_env = {**inherited_server_env(), **env} if options.inherit_server_env else dict(env)
     process_env["GP_KERNEL_IP"] = options.kernel_ip
+    # ipykernel exits once this process is gone (its parent poller), so a local kernel dies with its
+    # server, as jupyter's own local kernels do; remote backends' kernels outlive a server on purpose.
+    process_env["JPY_PARENT_PID"] = str(os.getpid())
     cwd = env.get("KERNEL_WORKING_DIR") or None
     return {
         "argv": cmd,

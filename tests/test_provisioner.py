@@ -141,6 +141,40 @@ asyncio.run(main())
 """
 
 
+SERVER_THAT_DIES = """
+import asyncio, sys
+from gp_core.testing import execute, kernel_manager, start_kernel
+
+async def main():
+    km = kernel_manager(sys.argv[1], "k")
+    await start_kernel(km)
+    output, _ = await execute(km, "import os; print(os.getpid())")
+    print(int(output), flush=True)
+    await asyncio.sleep(3600)  # killed by the test meanwhile
+
+asyncio.run(main())
+"""
+
+
+async def test_a_local_kernel_dies_with_its_killed_server(kernels):
+    write_kernelspec(kernels, "k", backend="local")
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVER_THAT_DIES, str(kernels), stdout=subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None
+        kernel_pid = int(await asyncio.wait_for(server.stdout.readline(), 60))
+        assert _alive(kernel_pid)
+    finally:
+        server.kill()
+        await server.wait()
+    for _ in range(200):  # ipykernel's parent poller checks every second
+        if not _alive(kernel_pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(kernel_pid), "the local kernel outlived its server"
+
+
 async def test_adopt_from_another_server_process(kernels):
     # Nothing of the first process's state helps the second: only the persisted provisioner info.
     km = await _started(kernels)
