@@ -33,6 +33,7 @@ from .processes import (
 )
 from .rollback import Rollback
 from .status import StatusSource, WatchFeed
+from .untrusted import is_env_name
 
 if TYPE_CHECKING:
     from .listener import ResponseListener
@@ -91,6 +92,7 @@ __all__ = [
     "hookimpl",
     "inherited_server_env",
     "installed_backends",
+    "is_env_name",
     "log_tail",
     "parse_bool",
     "parse_list",

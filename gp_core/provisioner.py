@@ -46,9 +46,9 @@ from .options import (
 from .plugins import Backend, get_backend, installed_backends
 from .protocol import comm_request, parse_port_range
 from .rollback import Rollback
+from .untrusted import is_env_name
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: How long a signal over the communication port may take before it counts as unanswered.
 _COMM_TIMEOUT = 5.0
 #: What core's option errors call the options' owner.
@@ -674,7 +674,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
             and name not in secret
         }
         for name, value in kernel_env.items():
-            if not _ENV_NAME.match(name):
+            if not is_env_name(name):
                 raise InvalidOptionError(
                     f"Environment variable name {name!r} is invalid; names are letters, digits and '_'"
                 )

@@ -34,8 +34,8 @@ from .provisioner import GenericRemoteProvisioner
 PROVISIONER_NAME = "gp-remote-provisioner"
 DEFAULT_KERNEL_CLASS = "ipykernel.ipkernel.IPythonKernel"
 SUPPORTED_LANGUAGES = ("python",)
-_CLASS_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
-_KERNEL_NAME = re.compile(r"^[a-z0-9._-]+$", re.IGNORECASE)
+_CLASS_NAME = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
+_KERNEL_NAME = re.compile(r"[a-z0-9._-]+", re.IGNORECASE)
 T = TypeVar("T")
 
 
@@ -142,7 +142,7 @@ class InstallSpecApp(JupyterApp):
 
     @validate("kernel_name")
     def _check_kernel_name(self, proposal: Any) -> str:
-        if not _KERNEL_NAME.match(proposal["value"]):
+        if not _KERNEL_NAME.fullmatch(proposal["value"]):
             raise TraitError(
                 f"kernel name {proposal['value']!r} is invalid; use letters, digits, '.', '_' and '-'"
             )
@@ -166,7 +166,7 @@ class InstallSpecApp(JupyterApp):
     @validate("ipykernel_subclass_name")
     def _check_kernel_class(self, proposal: Any) -> str:
         name = str(proposal["value"])
-        if not _CLASS_NAME.match(name):
+        if not _CLASS_NAME.fullmatch(name):
             raise TraitError(f"--ipykernel-subclass-name {name!r} is not a dotted 'module.Class' name")
         module_name, _, class_name = name.rpartition(".")
         try:  # check when importable here; the class may exist only where the kernel runs

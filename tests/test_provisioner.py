@@ -108,6 +108,15 @@ async def test_kernel_env_carries_request_values_not_server_secrets(kernels, mon
         await km.shutdown_kernel()
 
 
+@pytest.mark.parametrize("name", ["KERNEL_X\n", "KERNEL_X\r", "KERNEL X", "KERNEL_X=Y"])
+async def test_an_invalid_environment_name_is_refused_before_anything_starts(kernels, name):
+    write_kernelspec(kernels, "k", backend="local")
+    km = kernel_manager(kernels, "k")
+    with pytest.raises(InvalidOptionError, match="Environment variable name"):
+        await start_kernel(km, **{name: "v"})
+    assert km.provisioner is None or not km.provisioner.has_process
+
+
 async def test_adopt_running_kernel_from_second_manager(kernels):
     km = await _started(kernels)
     try:

@@ -11,7 +11,7 @@ import posixpath
 import re
 from fnmatch import fnmatchcase
 
-from gp_core import BackendError, Resources
+from gp_core import BackendError, Resources, is_env_name
 
 from ._options import (
     APP_LABEL,
@@ -45,6 +45,19 @@ def resource_name(username: str, kernel_id: str) -> str:
 def kernel_labels(kernel_id: str) -> dict[str, str]:
     """The labels on everything gp-docker creates for a kernel; status listings filter on the last two."""
     return {"kernel_id": kernel_id, "component": "kernel", "app": APP_LABEL}
+
+
+def check_env(env: dict[str, str]) -> None:
+    """Docker takes the environment as ``NAME=value`` strings: a name with ``=`` or a line break in it, or a
+    NUL anywhere, would say something else than the request did."""
+    for name, value in env.items():
+        if not is_env_name(name):
+            raise BackendError(
+                f"Environment variable name {name!r} is invalid; names are letters, digits and '_', "
+                "not starting with a digit"
+            )
+        if "\0" in value:
+            raise BackendError(f"Environment variable {name} contains a NUL character")
 
 
 def _requested(request_env: dict[str, str], name: str) -> str | None:
@@ -170,6 +183,7 @@ def render(
 ) -> Resources:
     """The JSON-serialisable spec ``launch`` turns into a container (``kind="container"``) or a swarm
     service (``kind="service"``). What a request may choose (image, limits) is read from ``request_env``."""
+    check_env(env)
     image = select_image(request_env, options)
     uid, gid = select_user(env, options)
     working_dir = select_working_dir(env, options, log)

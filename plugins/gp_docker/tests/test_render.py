@@ -118,6 +118,13 @@ def test_hostile_values_stay_inert_in_env_and_argv():
     assert spec["name"] == f"touch-tmp-gp-pwned-id-echo-{KERNEL_ID}"  # user part cut to 26
 
 
+@pytest.mark.parametrize("name", ["KERNEL_X\n", "KERNEL_X=Y", "KERNEL X", "1X", ""])
+def test_environment_names_are_checked_whole(name):
+    # docker takes env as "NAME=value" strings: a name with '=' or a line break would say something else.
+    with pytest.raises(BackendError, match="Environment variable name"):
+        render(**{name: "v"})
+
+
 # ------------------------------------------------------------------ uid / gid
 
 

@@ -23,7 +23,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gp_core import BackendError
+from gp_core import BackendError, is_env_name
 
 from ._options import SshOptions
 
@@ -39,8 +39,7 @@ SECRET_ENV = frozenset(SshOptions.secret_env)
 #: Bytes of the kernel log shown when a launch fails.
 LOG_TAIL_BYTES = 4000
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MARKER = re.compile(r"^gp-ssh-([a-z-]+)=(.*)$")
+_MARKER = re.compile(r"gp-ssh-([a-z-]+)=(.*)")
 _LOG_BEGIN = "gp-ssh-log-begin"
 
 q = shlex.quote
@@ -109,7 +108,7 @@ def check_env(env: Mapping[str, str]) -> dict[str, str]:
     for name, value in env.items():
         if name in SECRET_ENV:
             continue
-        if not _ENV_NAME.match(name):
+        if not is_env_name(name):
             raise BackendError(
                 f"Environment variable name {name!r} cannot be passed to a remote kernel; names are "
                 "letters, digits and '_', not starting with a digit"
@@ -316,7 +315,7 @@ def parse_report(stdout: str) -> tuple[dict[str, str], str]:
     values: dict[str, str] = {}
     head, _, log = stdout.partition(_LOG_BEGIN + "\n")
     for line in head.splitlines():
-        match = _MARKER.match(line.strip())
+        match = _MARKER.fullmatch(line.strip())
         if match:
             values[match.group(1)] = match.group(2)
     return values, log

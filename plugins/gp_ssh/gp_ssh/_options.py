@@ -18,11 +18,11 @@ UPLOAD_MODES = ("never", "if-missing", "always")
 
 # A host name or IPv4 address; '-' first would read as an ssh option, and '@'/':' as user/port syntax
 # that these options express separately. IPv6 literals are checked with ipaddress.
-_HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def _is_host(text: str) -> bool:
-    if _HOST_NAME.match(text):
+    if _HOST_NAME.fullmatch(text):
         return True
     try:
         ipaddress.IPv6Address(text)

@@ -406,3 +406,15 @@ def test_parse_report_ignores_login_noise() -> None:
 def test_an_empty_argv_is_refused() -> None:
     with pytest.raises(BackendError, match="empty"):
         launch_script(LaunchRequest("k", [], {}, "/tmp/x.log"))
+
+
+def test_a_name_ending_in_a_newline_is_refused_before_any_shell_sees_it(tmp_path: Path) -> None:
+    # "KERNEL_X\n" passed `^...$` with .match: the export broke in two and the shell ran "=<value>".
+    for bad in ("KERNEL_X\n", "KERNEL_X\r\n", "KERNEL_X\n\n"):
+        with pytest.raises(BackendError, match="cannot be passed"):
+            check_env({bad: "v"})
+        request = LaunchRequest(
+            "k", [sys.executable, "-c", "pass"], {bad: "; touch pwned"}, str(tmp_path / "l")
+        )
+        with pytest.raises(BackendError, match="cannot be passed"):
+            launch_script(request)
