@@ -31,6 +31,7 @@ from .processes import (
     start_process,
     stop_process_group,
 )
+from .resources import parse_cpus, parse_memory, request_limit
 from .rollback import Rollback
 from .status import StatusSource, WatchFeed
 from .untrusted import is_env_name
@@ -95,8 +96,11 @@ __all__ = [
     "is_env_name",
     "log_tail",
     "parse_bool",
+    "parse_cpus",
     "parse_list",
+    "parse_memory",
     "process_status",
+    "request_limit",
     "signal_group",
     "start_process",
     "stop_process_group",

@@ -13,7 +13,7 @@ from typing import Any
 
 from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
 
-from gp_core import BackendOptions, env_default
+from gp_core import BackendOptions, env_default, parse_memory
 
 #: Value of the ``app`` label on everything gp-docker creates; status listings filter on it.
 APP_LABEL = "gp"
@@ -23,8 +23,6 @@ MAX_POOL_SIZE = 32
 MAX_ID = 2**32 - 2
 
 _NUMERIC_ID = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take e.g. Arabic-Indic ones
-_MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
-_MEMORY_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
 def parse_id(value: str, what: str) -> int:
@@ -39,17 +37,6 @@ def parse_id(value: str, what: str) -> int:
     if not 0 <= number <= MAX_ID:
         raise ValueError(f"{what}={value!r} is out of range; ids are 0..{MAX_ID}")
     return number
-
-
-def parse_memory(value: str, what: str) -> int:
-    """Parse a memory size (``"512m"``, ``"2g"``, ``"1.5GiB"``, plain bytes) into bytes; ``""`` is 0."""
-    text = str(value).strip()
-    if not text:
-        return 0
-    match = _MEMORY.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{what}={value!r} is not a memory size like 512m or 2g")
-    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()])
 
 
 def _glob_tokens(pattern: str) -> list[tuple[str, str]]:
@@ -109,17 +96,6 @@ def image_pattern_within(allowed: str, pattern: str) -> bool:
 
 def _memory_bytes(value: str) -> int:
     return parse_memory(value, "memory")
-
-
-def parse_cpus(value: str, what: str) -> float:
-    """Parse a CPU count (``"1.5"``); must be positive and finite."""
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{what}={value!r} is not a number of CPUs") from None
-    if not 0 < number < 1e6:
-        raise ValueError(f"{what}={value!r} must be a positive number of CPUs")
-    return number
 
 
 class DockerOptions(BackendOptions):

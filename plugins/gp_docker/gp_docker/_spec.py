@@ -11,15 +11,13 @@ import posixpath
 import re
 from fnmatch import fnmatchcase
 
-from gp_core import BackendError, Resources, is_env_name
+from gp_core import BackendError, Resources, is_env_name, parse_cpus, parse_memory, request_limit
 
 from ._options import (
     APP_LABEL,
     DockerOptions,
     DockerSwarmOptions,
-    parse_cpus,
     parse_id,
-    parse_memory,
     parse_volume,
 )
 
@@ -135,41 +133,29 @@ def select_working_dir(env: dict[str, str], options: DockerOptions, log: logging
     return options.working_dir or None
 
 
-def _select_limit(
-    requested: str | None, default: float, cap: float, parsed: float | None, name: str
-) -> float:
-    if requested is None or parsed is None:
-        return default
-    if cap and parsed > cap:
-        raise BackendError(f"{name}={requested!r} refused: this kernel allows at most {cap:g}")
-    return parsed
-
-
 def select_limits(env: dict[str, str], options: DockerOptions) -> tuple[int, int]:
-    """(nano CPUs, memory bytes), 0 = unlimited; a request may ask up to ``max_*`` (else the default)."""
+    """(nano CPUs, memory bytes), 0 = unlimited: the configured limits, or a request's within them
+    (``max_cpus`` / ``max_memory``, else the configured value, is the cap; see gp_core.request_limit)."""
     try:
-        cpus_text = _requested(env, "KERNEL_CPUS_LIMIT")
-        cpus = _select_limit(
-            cpus_text,
-            options.cpus,
-            options.max_cpus or options.cpus,
-            parse_cpus(cpus_text, "KERNEL_CPUS_LIMIT") if cpus_text is not None else None,
+        nano_cpus = request_limit(
             "KERNEL_CPUS_LIMIT",
+            _requested(env, "KERNEL_CPUS_LIMIT"),
+            parse_cpus,
+            configured=parse_cpus(str(options.cpus), "cpus"),
+            maximum=parse_cpus(str(options.max_cpus), "max_cpus"),
         )
-        memory_text = _requested(env, "KERNEL_MEMORY_LIMIT")
-        default_memory = parse_memory(options.memory, "memory")
-        memory = _select_limit(
-            memory_text,
-            default_memory,
-            parse_memory(options.max_memory, "max_memory") or default_memory,
-            parse_memory(memory_text, "KERNEL_MEMORY_LIMIT") if memory_text is not None else None,
+        memory = request_limit(
             "KERNEL_MEMORY_LIMIT",
+            _requested(env, "KERNEL_MEMORY_LIMIT"),
+            parse_memory,
+            configured=parse_memory(options.memory, "memory"),
+            maximum=parse_memory(options.max_memory, "max_memory"),
         )
-    except ValueError as exc:
+    except ValueError as exc:  # a configured value: the options' validators have seen it already
         raise BackendError(str(exc)) from None
     if memory and memory < 6 * 2**20:
         raise BackendError(f"Memory limit {memory} bytes is below docker's minimum of 6 MiB")
-    return round(cpus * 1e9), int(memory)
+    return nano_cpus, memory
 
 
 def render(

@@ -352,9 +352,31 @@ def test_limits_defaults_and_requests():
     with pytest.raises(BackendError, match="at most 1"):
         render(options={"cpus": 1}, KERNEL_CPUS_LIMIT="2")  # no max: the default is the cap
     assert render()["nano_cpus"] == 0 and render()["memory_bytes"] == 0
-    for bad in ("lots", "-1", "0", "nan"):
+    for bad in ("lots", "-1", "nan", "inf"):
         with pytest.raises(BackendError):
             render(KERNEL_CPUS_LIMIT=bad)
+
+
+@pytest.mark.parametrize("backend", ["docker", "docker-swarm"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KERNEL_MEMORY_LIMIT", "0"),
+        ("KERNEL_MEMORY_LIMIT", "0b"),
+        ("KERNEL_MEMORY_LIMIT", "0.0001k"),
+        ("KERNEL_CPUS_LIMIT", "1e-10"),
+        ("KERNEL_CPUS_LIMIT", "0"),
+    ],
+)
+def test_a_request_cannot_lift_the_configured_limits(backend, name, value):
+    # 0 reaches the docker API as mem_limit=None / nano_cpus=0: unlimited. Under a limit, that is refused.
+    with pytest.raises(BackendError, match="no limit"):
+        render(backend, options={"cpus": 1, "memory": "512m"}, **{name: value})
+
+
+def test_without_configured_limits_a_zero_request_is_no_limit():
+    spec = render(KERNEL_MEMORY_LIMIT="0", KERNEL_CPUS_LIMIT="0")
+    assert spec["nano_cpus"] == 0 and spec["memory_bytes"] == 0
 
 
 def test_memory_parser():
