@@ -11,10 +11,10 @@ Typical use::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -107,17 +107,22 @@ async def execute(km: AsyncKernelManager, code: str, timeout: float = 60) -> tup
 
 
 async def interrupt_sleep(km: AsyncKernelManager, seconds: int = 60, timeout: float = 30) -> dict[str, Any]:
-    """Start ``time.sleep(seconds)`` on the kernel, interrupt it, and return the execute_reply content."""
+    """Start ``time.sleep(seconds)`` on the kernel, interrupt it, and return the execute_reply content.
+
+    The interrupt is sent once the cell itself has printed a marker, so it cannot land before the cell
+    runs however slow the machine (execute_input is published before the cell starts).
+    """
+    marker = f"gp-interrupt-sleep-{uuid.uuid4().hex}"
     client = km.client()
     client.start_channels()
     try:
         await client.wait_for_ready(timeout=timeout)
-        msg_id = client.execute(f"import time; time.sleep({seconds})")
-        while True:  # interrupt only once the cell runs
+        msg_id = client.execute(f"import time; print({marker!r}, flush=True); time.sleep({seconds})")
+        printed = ""
+        while marker not in printed:  # interrupt only once the cell runs
             msg = await client.get_iopub_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
-                break
-        await asyncio.sleep(0.2)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                printed += msg["content"].get("text", "")
         await km.interrupt_kernel()
         while True:
             reply = await client.get_shell_msg(timeout=timeout)

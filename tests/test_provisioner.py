@@ -88,6 +88,37 @@ async def test_execute_interrupt_restart_shutdown(kernels):
     assert km.provisioner is None or not km.provisioner.has_process
 
 
+SLOW_CELL_START = """
+import pathlib, time
+def _slow_start(*args):
+    time.sleep(1.0)  # a slow machine: the cell runs well after its execute_input
+    pathlib.Path({started!r}).write_text("running")
+get_ipython().events.register("pre_run_cell", _slow_start)
+"""
+
+
+async def test_interrupt_sleep_interrupts_only_once_the_cell_runs(kernels, tmp_path):
+    km = await _started(kernels)
+    started = tmp_path / "cell-running"
+    try:
+        _, reply = await execute(km, SLOW_CELL_START.format(started=str(started)))
+        assert reply["status"] == "ok"
+        started.unlink(missing_ok=True)  # the registering cell did not run the hook; be sure anyway
+        interrupt = km.interrupt_kernel
+        seen_running: list[bool] = []
+
+        async def checked_interrupt():
+            seen_running.append(started.exists())
+            await interrupt()
+
+        km.interrupt_kernel = checked_interrupt
+        reply = await interrupt_sleep(km, timeout=20)
+        assert seen_running == [True]
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
 async def test_kernel_env_carries_request_values_not_server_secrets(kernels, monkeypatch):
     monkeypatch.setenv("GP_REMOTE_PWD", "s3cret")
     write_kernelspec(kernels, "k", backend="local", config={"inherit_server_env": False})
@@ -383,9 +414,11 @@ async def test_local_launch_starts_the_process_off_the_event_loop(kernels, monke
 async def test_cancelled_local_launch_kills_the_process_it_started(tmp_path, monkeypatch):
     started: list[subprocess.Popen[bytes]] = []
     start = local._start
+    entered, cancelled = threading.Event(), threading.Event()
 
     def slow_start(resources):
-        time.sleep(0.3)  # the launch is cancelled meanwhile
+        entered.set()
+        cancelled.wait(30)  # the launch is cancelled meanwhile, however slow the machine
         started.append(start(resources))
         return started[-1]
 
@@ -400,11 +433,12 @@ async def test_cancelled_local_launch_kills_the_process_it_started(tmp_path, mon
     }
     rollback = Rollback()
     task = asyncio.ensure_future(local.launch(resources, rollback))
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(entered.wait, 30)  # the process is being started in its thread
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not started  # still starting in its thread: core's rollback waits for it, then undoes it
+    cancelled.set()
     assert await rollback.run() == []
     assert len(started) == 1
     assert await asyncio.to_thread(started[0].wait, 10) == -signal.SIGKILL
