@@ -122,5 +122,14 @@ async def terminate(handle: Handle, options: LocalOptions, force: bool, log: log
 
 
 @hookimpl
+def send_signal(handle: Handle, signum: int) -> bool:
+    """The launcher did not answer on its communication port: signal the kernel's process group, the
+    session launch started (never the server's own group, nor 0 or 1: see gp_core.signal_group)."""
+    if _status(handle) is not None:
+        return False  # gone: nothing to deliver to
+    return signal_group(int(handle["pgid"]), signum)
+
+
+@hookimpl
 def install_spec(kernel_spec: dict[str, Any]) -> dict[str, Any]:
     return kernel_spec  # core's default spec (the launcher copied into the spec dir) runs locally as is

@@ -6,6 +6,7 @@ Nothing here asserts on time: timeouts only stop a broken kernel from hanging th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -763,17 +764,75 @@ async def test_comm_server_survives_half_open_connections_and_floods(
     assert half_open is not None and "timed out" in half_open["error"]
 
     monkeypatch.setattr(launcher, "COMM_READ_TIMEOUT", TIMEOUT)
-    # More idle peers than request threads, so every thread is surely taken when the ping arrives.
-    peers = launcher.COMM_MAX_CONNECTIONS + 2
+    # Far more idle peers than the port holds at once: the excess is shed, and a signed request still
+    # gets through, whoever came first.
+    peers = launcher.COMM_MAX_CONNECTIONS * 3
     idle = [await asyncio.open_connection("127.0.0.1", comm_server.port) for _ in range(peers)]
     try:
-        # Every request thread waits on an idle peer: the ping's connection is closed unanswered.
-        assert await raw_comm(comm_server.port, signed_line("in-process-key", op="ping")) is None
+        assert (await comm_request("127.0.0.1", comm_server.port, "in-process-key", "ping"))["ok"] is True
     finally:
         for _, writer in idle:
             writer.close()
-            await writer.wait_closed()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
     assert await ping_when_free(comm_server.port, "in-process-key")
+
+
+async def drip(port: int, seconds: float, every: float = 0.1) -> tuple[int, bytes]:
+    """Send a byte of a request every ``every`` s for up to ``seconds``; (bytes sent, the answer)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = 0
+    try:
+        for _ in range(int(seconds / every)):
+            try:
+                writer.write(b" ")
+                await writer.drain()
+            except OSError:
+                break
+            sent += 1
+            with contextlib.suppress(TimeoutError):
+                answer = await asyncio.wait_for(reader.read(4096), every)
+                return sent, answer
+        return sent, b""
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def test_a_request_has_one_deadline_not_one_per_read(
+    launcher: ModuleType, comm_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A byte every 0.1 s kept a per-recv() timeout of 0.5 s from ever expiring.
+    monkeypatch.setattr(launcher, "COMM_READ_TIMEOUT", 0.5)
+    sent, answer = await drip(comm_server.port, seconds=20)
+    assert b"timed out" in answer
+    assert sent < 100  # cut off long before the 200 bytes of the 20 s drip
+
+
+async def test_slow_unsigned_clients_never_starve_a_signed_interrupt(
+    launcher: ModuleType, comm_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(launcher, "COMM_READ_TIMEOUT", 3.0)
+    received = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    previous = signal.signal(signal.SIGUSR1, lambda *_: loop.call_soon_threadsafe(received.set))
+    drips = [
+        asyncio.ensure_future(drip(comm_server.port, seconds=10, every=0.5))
+        for _ in range(launcher.COMM_MAX_CONNECTIONS * 2)
+    ]
+    try:
+        await asyncio.sleep(0.5)  # every dripping client holds its connection
+        reply = await comm_request(
+            "127.0.0.1", comm_server.port, "in-process-key", "signal", signum=signal.SIGUSR1
+        )
+        assert reply == {"ok": True, "pid": os.getpid()}
+        await asyncio.wait_for(received.wait(), TIMEOUT)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        for task in drips:
+            task.cancel()
+        await asyncio.gather(*drips, return_exceptions=True)
 
 
 async def ping_when_free(port: int, key: str) -> bool:

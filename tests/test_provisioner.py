@@ -32,6 +32,7 @@ from gp_core.provisioner import GenericRemoteProvisioner
 from gp_core.testing import (
     NullBackend,
     adopt_kernel,
+    check_interrupt_without_launcher,
     execute,
     interrupt_sleep,
     kernel_manager,
@@ -117,6 +118,56 @@ async def test_interrupt_sleep_interrupts_only_once_the_cell_runs(kernels, tmp_p
         assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     finally:
         await km.shutdown_kernel(now=True)
+
+
+async def test_a_local_kernel_is_interrupted_when_its_launcher_does_not_answer(kernels):
+    km = await _started(kernels)
+    try:
+        await check_interrupt_without_launcher(km)  # local.send_signal: the kernel's process group
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+async def _drip(host, port, stop):
+    """An unsigned client holding a comm-port connection: a byte a second, never a whole request."""
+    while not stop.is_set():
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        try:
+            while not stop.is_set():
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(1.0)
+        except OSError:
+            pass  # shed: come back
+        finally:
+            writer.close()
+
+
+async def test_slow_clients_on_the_comm_port_do_not_block_an_interrupt(kernels):
+    km = await _started(kernels)
+    host, port = (await km.provisioner.get_provisioner_info())["comm_address"]
+    stop = asyncio.Event()
+    drips = [asyncio.ensure_future(_drip(host, port, stop)) for _ in range(16)]
+    try:
+        await asyncio.sleep(1.0)
+        reply = await interrupt_sleep(km)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    finally:
+        stop.set()
+        await asyncio.gather(*drips, return_exceptions=True)
+        await km.shutdown_kernel(now=True)
+
+
+@pytest.mark.parametrize("pgid", ["own", 0, 1, -5])
+def test_local_send_signal_never_signals_the_servers_group_or_a_namespace_pgid(pgid):
+    group = os.getpgid(0) if pgid == "own" else pgid
+    handle = {"pid": os.getpid(), "pgid": group, "log_path": "/nonexistent", "ip": "127.0.0.1"}
+    with pytest.raises(BackendError, match="Refusing to signal"):
+        local.send_signal(handle=handle, signum=signal.SIGUSR1)
 
 
 async def test_kernel_env_carries_request_values_not_server_secrets(kernels, monkeypatch):

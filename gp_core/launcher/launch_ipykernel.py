@@ -39,8 +39,10 @@ MAX_REPLY_BYTES = 4 * 1024
 MAX_COMM_BYTES = 4 * 1024
 MAX_ASSIGNMENT_BYTES = 1024 * 1024
 COMM_MAX_CLOCK_SKEW = 300.0
+#: Seconds a client has for its whole request, from its connection being accepted (not per read).
 COMM_READ_TIMEOUT = 5.0
-COMM_MAX_CONNECTIONS = 8
+#: Connections read at once; past it, one of the source holding the most is dropped (see CommServer).
+COMM_MAX_CONNECTIONS = 32
 #: How long to keep retrying the response address while it refuses connections (server or network not ready).
 CONNECT_RETRY_SECONDS = 5.0
 REPLY_TIMEOUT = 30.0
@@ -314,8 +316,26 @@ def bind_comm_socket(ip: str, port_range: tuple[int, int]) -> socket.socket:
 # --------------------------------------------------------------------------------------------- comm port
 
 
+class _Incoming:
+    """A comm-port connection whose request is still being read."""
+
+    __slots__ = ("conn", "data", "deadline", "peer")
+
+    def __init__(self, conn: socket.socket, peer: str, deadline: float) -> None:
+        self.conn, self.peer, self.deadline = conn, peer, deadline
+        self.data = b""
+
+
 class CommServer:
-    """Serves the communication port (docs/protocol.md §2): signed ``signal`` and ``ping`` requests."""
+    """Serves the communication port (docs/protocol.md §2): signed ``signal`` and ``ping`` requests.
+
+    One thread reads every connection without blocking (a selector), so no client can hold a slot
+    another needs: each request has one deadline (``COMM_READ_TIMEOUT`` from its accept, not per read),
+    at most ``COMM_MAX_CONNECTIONS`` are read at once, and when one more arrives the oldest connection of
+    the source holding the most is dropped. A signed request, which arrives whole at once, is answered
+    as soon as it is read, however many slow or idle unsigned clients there are (short of one source
+    flooding from the server's own address faster than the server's request travels).
+    """
 
     def __init__(self, sock: socket.socket, key: bytes, spark: bool) -> None:
         self.sock = sock
@@ -324,43 +344,111 @@ class CommServer:
         self._spark = spark
         self._seen_nonces: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(COMM_MAX_CONNECTIONS)
 
     def start(self) -> None:
-        threading.Thread(target=self._accept_forever, name="gp-comm", daemon=True).start()
+        threading.Thread(target=self._serve_forever, name="gp-comm", daemon=True).start()
 
-    def _accept_forever(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                if self.sock.fileno() < 0:
-                    return
-                time.sleep(0.1)  # e.g. out of file descriptors: back off instead of spinning
-                continue
-            if not self._slots.acquire(blocking=False):
-                conn.close()  # a flood of idle connections must not pile up threads
-                continue
-            threading.Thread(target=self._serve, args=(conn,), name="gp-comm-request", daemon=True).start()
+    def _serve_forever(self) -> None:
+        import selectors
 
-    def _serve(self, conn: socket.socket) -> None:
-        action = None
+        incoming: dict[socket.socket, _Incoming] = {}  # oldest first
+        selector = selectors.DefaultSelector()
         try:
-            with conn:
-                conn.settimeout(COMM_READ_TIMEOUT)
-                try:
-                    reply, action = self.handle(read_line(conn, MAX_COMM_BYTES))
-                except socket.timeout:  # noqa: UP041 (an OSError, not TimeoutError, before Python 3.10)
-                    reply = {"ok": False, "error": "timed out reading the request"}
-                conn.sendall(json.dumps(reply).encode("utf-8") + b"\n")
-        except OSError:
-            pass  # the client went away; a signal already accepted is still delivered
-        except Exception as exc:
-            say(f"comm port: unexpected error: {exc!r}")
+            self.sock.setblocking(False)
+            selector.register(self.sock, selectors.EVENT_READ)
+            while self.sock.fileno() >= 0:
+                now = time.monotonic()
+                wait = min((item.deadline for item in incoming.values()), default=now + 0.5) - now
+                # Wake at least twice a second: a closed listening socket ends the loop.
+                for key, _ in selector.select(min(max(wait, 0.0), 0.5)):
+                    if key.fileobj is self.sock:
+                        self._accept(selector, incoming)
+                    elif key.fileobj in incoming:
+                        self._read(selector, incoming, incoming[key.fileobj])  # type: ignore[index]
+                now = time.monotonic()
+                for item in [item for item in incoming.values() if item.deadline <= now]:
+                    self._finish(
+                        selector, incoming, item, {"ok": False, "error": "timed out reading the request"}
+                    )
+        except Exception as exc:  # the port must not die silently
+            say(f"comm port: unexpected error, no longer serving: {exc!r}")
         finally:
-            self._slots.release()
+            for item in list(incoming.values()):
+                self._drop(selector, incoming, item)
+            selector.close()
+
+    def _accept(self, selector: Any, incoming: dict[socket.socket, _Incoming]) -> None:
+        import selectors
+
+        for _ in range(64):  # then serve the reads: a flood of connects must not starve them
+            try:
+                conn, address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. out of file descriptors: shed the oldest to make room
+                if incoming:
+                    self._drop(selector, incoming, next(iter(incoming.values())))
+                return
+            peer = str(address[0]) if isinstance(address, tuple) and address else "?"
+            if len(incoming) >= COMM_MAX_CONNECTIONS:
+                self._drop(selector, incoming, self._victim(incoming, peer))
+            conn.setblocking(False)
+            item = _Incoming(conn, peer, time.monotonic() + COMM_READ_TIMEOUT)
+            incoming[conn] = item
+            selector.register(conn, selectors.EVENT_READ)
+
+    @staticmethod
+    def _victim(incoming: dict[socket.socket, _Incoming], newcomer: str) -> _Incoming:
+        """The oldest connection of the source holding the most (the newcomer counted)."""
+        counts: dict[str, int] = {newcomer: 1}
+        for item in incoming.values():
+            counts[item.peer] = counts.get(item.peer, 0) + 1
+        greediest = max(counts, key=lambda peer: counts[peer])
+        for item in incoming.values():
+            if item.peer == greediest:
+                return item
+        return next(iter(incoming.values()))  # the newcomer's source holds none yet: the oldest of all
+
+    def _read(self, selector: Any, incoming: dict[socket.socket, _Incoming], item: _Incoming) -> None:
+        try:
+            chunk = item.conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(selector, incoming, item)
+            return
+        item.data += chunk
+        end = item.data.find(b"\n")
+        if end >= 0:
+            raw: bytes | None = item.data[:end]
+        elif len(item.data) > MAX_COMM_BYTES:
+            raw = None
+        elif not chunk:
+            raw = item.data  # end of input: the request is what came
+        else:
+            return
+        reply, action = self.handle(raw)
+        self._finish(selector, incoming, item, reply)
         if action is not None:
             action()
+
+    def _finish(
+        self, selector: Any, incoming: dict[socket.socket, _Incoming], item: _Incoming, reply: dict[str, Any]
+    ) -> None:
+        try:  # a reply is far smaller than a fresh socket's send buffer: it goes out at once or never
+            item.conn.send(json.dumps(reply).encode("utf-8") + b"\n")
+        except OSError:
+            pass  # the client went away; a signal already accepted is still delivered
+        self._drop(selector, incoming, item)
+
+    @staticmethod
+    def _drop(selector: Any, incoming: dict[socket.socket, _Incoming], item: _Incoming) -> None:
+        incoming.pop(item.conn, None)
+        try:
+            selector.unregister(item.conn)
+        except (KeyError, ValueError):
+            pass
+        item.conn.close()
 
     def handle(self, raw: bytes | None) -> tuple[dict[str, Any], Callable[[], None] | None]:
         """Check one request; return the reply and what to do once it is sent."""
