@@ -3,12 +3,17 @@
 One listener serves every launch of a server process (per running event loop), on one TCP port. Each
 launch registers its kernel id and gets a one-shot token; the first valid payload carrying that token
 resolves the launch's future, and anything else is answered ``{"ok": false}``, logged and forgotten.
+
+Connections are unauthenticated until their payload is read, so they are bounded: at most
+``max_connections`` are read at once, at most ``max_connections_per_source`` from one address, and one
+more sheds at once the oldest unread connection of the source holding the most (a real launcher sends
+its payload as it connects, and is read long before a flood can push it out). Accepting yields to the
+reads after every connection, so a flood of connects cannot starve them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import hmac
 import json
@@ -17,6 +22,7 @@ import random
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,7 +32,7 @@ from traitlets.config import LoggingConfigurable
 
 from .errors import GPError, ProtocolError
 from .options import env_default, parse_list
-from .protocol import MAX_PAYLOAD_BYTES, ServerKey, new_launch_token, read_to_eof
+from .protocol import MAX_PAYLOAD_BYTES, ServerKey, new_launch_token
 
 #: Ports tried one after another before the retries jump to random ports nearby.
 _SEQUENTIAL_TRIES = 5
@@ -43,6 +49,9 @@ _CONNECTION_FIELDS = (
     "signature_scheme",
     "kernel_name",
 )
+
+#: Seconds between two warnings about shed connections (each says how many).
+_SHED_REPORT_INTERVAL = 10.0
 
 _server_key: ServerKey | None = None
 _server_key_lock = threading.Lock()
@@ -69,6 +78,16 @@ class LaunchReport:
     pgid: int | None
     #: Source address of the payload's TCP connection.
     peer_ip: str
+
+
+@dataclass(eq=False)
+class _Reading:
+    """An accepted connection whose payload is still being read (unauthenticated)."""
+
+    sock: socket.socket
+    peer_ip: str
+    task: asyncio.Task[Any] | None = None
+    shed: bool = False
 
 
 @dataclass(eq=False)
@@ -111,6 +130,18 @@ class ResponseListener(LoggingConfigurable):
     socket_timeout = Float(
         config=True, help="Seconds a launcher has to deliver its payload (env GP_SOCKET_TIMEOUT)."
     )
+    max_connections = Integer(
+        min=1,
+        config=True,
+        help="Connections whose payload is read at once; one more sheds the oldest of the busiest source "
+        "(env GP_RESPONSE_MAX_CONNECTIONS).",
+    )
+    max_connections_per_source = Integer(
+        min=1,
+        config=True,
+        help="Connections from one address read at once; one more sheds that address's oldest "
+        "(env GP_RESPONSE_MAX_CONNECTIONS_PER_SOURCE).",
+    )
 
     _response_port_default = default("response_port")(env_default("GP_RESPONSE_PORT", 8877))
     _response_port_retries_default = default("response_port_retries")(
@@ -121,6 +152,10 @@ class ResponseListener(LoggingConfigurable):
         env_default("GP_PROHIBITED_LOCAL_IPS", list, parse_list)
     )
     _socket_timeout_default = default("socket_timeout")(env_default("GP_SOCKET_TIMEOUT", 5.0))
+    _max_connections_default = default("max_connections")(env_default("GP_RESPONSE_MAX_CONNECTIONS", 256))
+    _max_per_source_default = default("max_connections_per_source")(
+        env_default("GP_RESPONSE_MAX_CONNECTIONS_PER_SOURCE", 64)
+    )
 
     @default("response_ip")
     def _response_ip_default(self) -> str:
@@ -186,10 +221,18 @@ class ResponseListener(LoggingConfigurable):
         self._key = server_key()
         self._pending: dict[str, PendingLaunch] = {}
         self._connections: set[asyncio.Task[Any]] = set()
+        self._reading: dict[socket.socket, _Reading] = {}  # oldest first
+        self._shed_count = 0
+        self._shed_reported = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Task[None] | None = None  # the accept loop
         self.response_address = ""
+
+    @property
+    def connections_reading(self) -> int:
+        """Connections accepted whose payload is still being read (bounded by ``max_connections``)."""
+        return len(self._reading)
 
     @property
     def public_key(self) -> str:
@@ -201,7 +244,9 @@ class ResponseListener(LoggingConfigurable):
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._sock = self._bind()
-        self._server = await asyncio.start_server(self._serve_connection, sock=self._sock)
+        # Resolve the limits now: a bad GP_* value fails the start, not the first connection.
+        self._limits = (self.max_connections, self.max_connections_per_source)
+        self._server = loop.create_task(self._accept_forever(self._sock), name="gp-response-listener")
         port = self._sock.getsockname()[1]
         ip = self.response_ip
         self.response_address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
@@ -268,7 +313,10 @@ class ResponseListener(LoggingConfigurable):
         with ResponseListener._registry_lock:
             if self._loop is not None and ResponseListener._instances.get(self._loop) is self:
                 del ResponseListener._instances[self._loop]
-        server.close()
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+        if self._sock is not None:
+            self._sock.close()
         for pending in self._pending.values():
             pending.future.cancel()
         self._pending.clear()
@@ -276,7 +324,6 @@ class ResponseListener(LoggingConfigurable):
         for task in connections:
             task.cancel()
         await asyncio.gather(*connections, return_exceptions=True)
-        await server.wait_closed()
 
     def _abandon(self) -> None:
         """Release the port of a listener whose event loop is closed (nothing on it can run any more)."""
@@ -304,41 +351,114 @@ class ResponseListener(LoggingConfigurable):
         if pending is not None:
             pending.future.cancel()
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept_forever(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, address = await loop.sock_accept(sock)
+            except OSError as exc:  # e.g. out of file descriptors: back off instead of spinning
+                if sock.fileno() < 0:
+                    return
+                self.log.warning("gp response listener cannot accept connections: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            conn.setblocking(False)
+            peer_ip = str(address[0]) if isinstance(address, tuple) and address else "unknown"
+            reading = _Reading(conn, peer_ip)
+            self._make_room(peer_ip)
+            self._reading[conn] = reading
+            reading.task = loop.create_task(self._serve_connection(reading))
+            await asyncio.sleep(0)  # let the reads of what is already connected run
+
+    def _make_room(self, newcomer: str) -> None:
+        """Shed the oldest unread connection of the busiest source when one more would pass a bound."""
+        max_total, max_per_source = self._limits
+        counts: dict[str, int] = {newcomer: 1}
+        for reading in self._reading.values():
+            counts[reading.peer_ip] = counts.get(reading.peer_ip, 0) + 1
+        if counts[newcomer] > max_per_source:
+            victim_source = newcomer
+        elif len(self._reading) + 1 > max_total:
+            victim_source = max(counts, key=lambda peer: counts[peer])
+        else:
+            return
+        victim = next((r for r in self._reading.values() if r.peer_ip == victim_source), None)
+        if victim is None:  # the newcomer's source is the busiest and holds none yet: the oldest of all
+            victim = next(iter(self._reading.values()))
+        self._shed(victim)
+
+    def _shed(self, reading: _Reading) -> None:
+        self._reading.pop(reading.sock, None)
+        reading.shed = True
+        if reading.task is not None:
+            # The task closes the socket once its read is unregistered: closing it here could let a new
+            # connection reuse the descriptor while the old read is still registered.
+            reading.task.cancel()
+        else:
+            reading.sock.close()
+        self._shed_count += 1
+        now = time.monotonic()
+        if now - self._shed_reported >= _SHED_REPORT_INTERVAL:
+            self.log.warning(
+                "gp response listener shed %d unauthenticated connection(s) (latest from %s): more than "
+                "max_connections (%d) or max_connections_per_source (%d) were open at once",
+                self._shed_count,
+                reading.peer_ip,
+                *self._limits,
+            )
+            self._shed_count = 0
+            self._shed_reported = now
+
+    async def _serve_connection(self, reading: _Reading) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        peer_ip = str(peer[0]) if peer else "unknown"
+        loop = asyncio.get_running_loop()
+        peer_ip, sock = reading.peer_ip, reading.sock
         try:
             try:
-                reply: dict[str, Any] = await self._accept_payload(reader, peer_ip)
+                raw = await self._read_payload(sock)
+                self._reading.pop(sock, None)  # read: no longer sheddable, answered at once
+                reply: dict[str, Any] = self._accept_payload(raw, peer_ip)
             except ProtocolError as exc:
-                self.log.warning("gp response listener rejected a payload from %s: %s", peer_ip, exc)
-                reply = {"ok": False, "error": str(exc)}
-            writer.write(json.dumps(reply).encode("utf-8") + b"\n")
-            await writer.drain()
-        except OSError as exc:
+                reason = str(exc)
+                self.log.warning("gp response listener rejected a payload from %s: %s", peer_ip, reason)
+                reply = {"ok": False, "error": reason}
+            await asyncio.wait_for(
+                loop.sock_sendall(sock, json.dumps(reply).encode("utf-8") + b"\n"), self.socket_timeout
+            )
+        except asyncio.CancelledError:
+            if not reading.shed:
+                raise
+        except (OSError, TimeoutError) as exc:
             self.log.debug("gp response listener: connection from %s failed: %s", peer_ip, exc)
         except Exception:  # keep serving whatever one connection did
             self.log.exception("gp response listener: unexpected error with a connection from %s", peer_ip)
         finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            self._reading.pop(sock, None)
+            sock.close()
             if task is not None:
                 self._connections.discard(task)
 
-    async def _accept_payload(self, reader: asyncio.StreamReader, peer_ip: str) -> dict[str, Any]:
+    async def _read_payload(self, sock: socket.socket) -> bytes:
+        """Everything up to end of input, within ``socket_timeout`` for the whole payload."""
+        loop = asyncio.get_running_loop()
+        chunks: list[bytes] = []
+        size = 0
         try:
             async with asyncio.timeout(self.socket_timeout):
-                raw = await read_to_eof(reader, MAX_PAYLOAD_BYTES)
+                while chunk := await loop.sock_recv(sock, MAX_PAYLOAD_BYTES + 1 - size):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_PAYLOAD_BYTES:
+                        raise ProtocolError(f"payload exceeds {MAX_PAYLOAD_BYTES} bytes")
         except TimeoutError:
             raise ProtocolError(
                 f"no complete payload within {self.socket_timeout:g} s (GP_SOCKET_TIMEOUT)"
             ) from None
-        if raw is None:
-            raise ProtocolError(f"payload exceeds {MAX_PAYLOAD_BYTES} bytes")
+        return b"".join(chunks)
+
+    def _accept_payload(self, raw: bytes, peer_ip: str) -> dict[str, Any]:
         kernel_id, info = self._key.open_payload(raw, expected=self._pending.__contains__)
         pending = self._pending.get(kernel_id)
         if pending is None:  # unregistered while the payload was being opened

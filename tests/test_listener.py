@@ -389,3 +389,106 @@ def test_invalid_options_are_refused() -> None:
         ResponseListener(response_port=70000)
     with pytest.raises(TraitError, match="positive"):
         ResponseListener(socket_timeout=0)
+
+
+# ------------------------------------------------------------------------------------------ floods
+
+FLOODER = r"""
+import json, selectors, socket, sys, time
+host, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+selector = selectors.DefaultSelector()
+opened = shed = 0
+end = time.monotonic() + seconds
+
+def open_one():
+    global opened
+    sock = socket.socket()
+    sock.settimeout(1.0)
+    try:
+        sock.connect((host, port))
+    except OSError:
+        sock.close()
+        return
+    sock.setblocking(False)
+    selector.register(sock, selectors.EVENT_READ)
+    opened += 1
+
+for _ in range(count):
+    open_one()
+print("holding", flush=True)
+while time.monotonic() < end:
+    for key, _ in selector.select(0.05):  # closed on us: come back, at most `count` at a time
+        selector.unregister(key.fileobj)
+        key.fileobj.close()
+        shed += 1
+        open_one()
+print(json.dumps({"opened": opened, "shed": shed, "held": len(selector.get_map())}), flush=True)
+"""
+
+
+def _open_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_flood_of_idle_connections_is_shed_and_real_launches_go_on(
+    listener_env: pytest.MonkeyPatch, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One client holding ~1,300 idle connections used to exhaust the server's file descriptors: the
+    # server then could not start a kernel ("Too many open files"). The server gets a tight limit here.
+    import resource
+    import subprocess
+    import sys
+
+    from gp_core.testing import execute, kernel_manager, start_kernel, write_kernelspec
+
+    listener_env.setenv("GP_SOCKET_TIMEOUT", "5")
+    listener = await ResponseListener.instance()
+    host, port = listener.response_address.rsplit(":", 1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = _open_fds() + 700
+    flooder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FLOODER, host, port, "1300", "20", stdout=subprocess.PIPE
+    )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, soft), hard))
+    try:
+        assert flooder.stdout is not None
+        assert await asyncio.wait_for(flooder.stdout.readline(), SAFETY_TIMEOUT) == b"holding\n"
+        await asyncio.sleep(1.0)
+        assert _open_fds() < limit - 300  # the excess was shed at once, not held for socket_timeout
+
+        write_kernelspec(tmp_path / "kernels", "k", backend="local")
+        km = kernel_manager(tmp_path / "kernels", "k")
+        await start_kernel(km)  # its launcher reports through the flooded listener
+        try:
+            output, _ = await execute(km, "print(6 * 7)")
+            assert output == "42\n"
+        finally:
+            await km.shutdown_kernel(now=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        if flooder.returncode is None:
+            flooder.kill()
+        await flooder.wait()
+        await listener.close()
+    assert not any("out of system resource" in record.getMessage() for record in caplog.records)
+    shed_logs = [record for record in caplog.records if "shed" in record.getMessage()]
+    assert 1 <= len(shed_logs) <= 5  # reported, not once per connection
+
+
+async def test_one_source_cannot_take_every_slot(
+    launcher: ModuleType, listener_env: pytest.MonkeyPatch
+) -> None:
+    listener_env.setenv("GP_RESPONSE_MAX_CONNECTIONS_PER_SOURCE", "4")
+    listener = await ResponseListener.instance()
+    host, port = listener.response_address.rsplit(":", 1)
+    try:
+        idle = [await asyncio.open_connection(host, int(port)) for _ in range(12)]
+        await asyncio.sleep(0.2)
+        assert listener.connections_reading <= 4
+        assert await launch_once(launcher, listener, "kernel-in-a-flood")  # the newcomer is served
+        for _, writer in idle:
+            writer.close()
+    finally:
+        await listener.close()

@@ -223,6 +223,9 @@ def seal_payload(public_key: str, kernel_id: str, info: dict[str, Any]) -> bytes
 def send_payload(address: tuple[str, int], envelope: bytes) -> None:
     """Deliver the envelope to the response listener and check its answer.
 
+    A connection refused, or closed without a word (a listener shedding a flood of connections closes
+    the oldest unread ones before reading them), is retried for ``CONNECT_RETRY_SECONDS``.
+
     :raises LaunchFailed: The listener cannot be reached, does not answer, or rejects the payload.
     """
     if len(envelope) > MAX_PAYLOAD_BYTES:
@@ -233,7 +236,6 @@ def send_payload(address: tuple[str, int], envelope: bytes) -> None:
     while True:
         try:
             sock = socket.create_connection((host, port), timeout=CONNECT_RETRY_SECONDS)
-            break
         except OSError as exc:  # refused, unreachable, not resolvable yet: the network may still be coming up
             if time.monotonic() + delay > deadline:
                 raise LaunchFailed(
@@ -242,14 +244,21 @@ def send_payload(address: tuple[str, int], envelope: bytes) -> None:
                 ) from None
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
-    try:
-        with sock:
-            sock.settimeout(REPLY_TIMEOUT)
-            sock.sendall(envelope)
-            sock.shutdown(socket.SHUT_WR)
-            raw = read_line(sock, MAX_REPLY_BYTES)
-    except OSError as exc:
-        raise LaunchFailed(f"no answer from the gp server at {host}:{port} ({exc})") from None
+            continue
+        try:
+            with sock:
+                sock.settimeout(REPLY_TIMEOUT)
+                sock.sendall(envelope)
+                sock.shutdown(socket.SHUT_WR)
+                raw = read_line(sock, MAX_REPLY_BYTES)
+        except (ConnectionResetError, BrokenPipeError):
+            raw = b""  # shed before it was read
+        except OSError as exc:
+            raise LaunchFailed(f"no answer from the gp server at {host}:{port} ({exc})") from None
+        if raw != b"" or time.monotonic() + delay > deadline:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
     try:
         reply = json.loads(raw or b"")
     except ValueError:
