@@ -34,7 +34,7 @@ from .processes import (
 from .resources import parse_cpus, parse_memory, request_limit
 from .rollback import Rollback
 from .status import StatusSource, WatchFeed
-from .untrusted import is_env_name
+from .untrusted import is_env_name, loggable
 
 if TYPE_CHECKING:
     from .listener import ResponseListener
@@ -95,6 +95,7 @@ __all__ = [
     "installed_backends",
     "is_env_name",
     "log_tail",
+    "loggable",
     "parse_bool",
     "parse_cpus",
     "parse_list",

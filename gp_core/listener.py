@@ -33,6 +33,7 @@ from traitlets.config import LoggingConfigurable
 from .errors import GPError, ProtocolError
 from .options import env_default, parse_list
 from .protocol import MAX_PAYLOAD_BYTES, ServerKey, new_launch_token
+from .untrusted import loggable
 
 #: Ports tried one after another before the retries jump to random ports nearby.
 _SEQUENTIAL_TRIES = 5
@@ -421,7 +422,7 @@ class ResponseListener(LoggingConfigurable):
                 self._reading.pop(sock, None)  # read: no longer sheddable, answered at once
                 reply: dict[str, Any] = self._accept_payload(raw, peer_ip)
             except ProtocolError as exc:
-                reason = str(exc)
+                reason = loggable(exc)
                 self.log.warning("gp response listener rejected a payload from %s: %s", peer_ip, reason)
                 reply = {"ok": False, "error": reason}
             await asyncio.wait_for(

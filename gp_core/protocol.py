@@ -45,7 +45,6 @@ PORT_FIELDS = (*ZMQ_PORT_FIELDS, "comm_port")
 
 _MAX_KERNEL_ID_CHARS = 255
 _MAX_TEXT_CHARS = 1024
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _PORT_RANGE = re.compile(r"(\d{1,5})\.\.(\d{1,5})")
 DEFAULT_MIN_PORT_RANGE_SIZE = 1000
 
@@ -321,8 +320,8 @@ def _is_int(value: Any) -> bool:
 def _check_kernel_id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= _MAX_KERNEL_ID_CHARS:
         raise ProtocolError(f"{what} must be a non-empty string of at most {_MAX_KERNEL_ID_CHARS} characters")
-    if _CONTROL_CHARS.search(value):
-        raise ProtocolError(f"{what} contains control characters")
+    if not value.isprintable():  # C0/C1 controls, DEL, line and paragraph separators, bidi overrides
+        raise ProtocolError(f"{what} contains control or other non-printable characters")
     return value
 
 

@@ -492,3 +492,29 @@ async def test_one_source_cannot_take_every_slot(
             writer.close()
     finally:
         await listener.close()
+
+
+@pytest.mark.parametrize("forged", ["\x85", "\u2028", "\u2029", "\x9b", "\x1b[2J", "\r\n"])
+async def test_hostile_text_is_escaped_in_logs_and_replies(
+    launcher: ModuleType, listener: ResponseListener, caplog: pytest.LogCaptureFixture, forged: str
+) -> None:
+    kernel_id = f"k{forged}2026-12-01 00:00:00 CRITICAL forged line"
+    envelope = json.loads(payload(launcher, listener, "k", "t" * 32))
+    envelope["kernel_id"] = kernel_id
+    reply = await deliver(listener, json.dumps(envelope).encode())
+    assert reply["ok"] is False
+    messages = [record.getMessage() for record in caplog.records if "rejected" in record.getMessage()]
+    assert messages
+    for text in [*messages, reply["error"]]:
+        assert forged not in text and not any(not char.isprintable() for char in text), text
+
+
+async def test_attacker_text_is_truncated_in_logs_and_replies(
+    launcher: ModuleType, listener: ResponseListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    envelope = json.loads(payload(launcher, listener, "k", "t" * 32))
+    envelope["version"] = "v" * 60000
+    reply = await deliver(listener, json.dumps(envelope).encode())
+    assert reply["ok"] is False and "version" in reply["error"]
+    assert len(reply["error"]) < 1000
+    assert all(len(record.getMessage()) < 1000 for record in caplog.records)
