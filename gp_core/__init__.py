@@ -26,6 +26,7 @@ from .plugins import Backend, get_backend, installed_backends
 from .processes import (
     file_tail,
     log_tail,
+    open_private_log,
     process_status,
     signal_group,
     start_process,
@@ -96,6 +97,7 @@ __all__ = [
     "is_env_name",
     "log_tail",
     "loggable",
+    "open_private_log",
     "parse_bool",
     "parse_cpus",
     "parse_list",

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
+import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,18 +40,53 @@ def file_tail(path: str | os.PathLike[str], lines: int = LOG_TAIL_LINES, chars: 
         return "(no log)"
 
 
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_private_log(path: str | os.PathLike[str]) -> int:
+    """Open a log for appending: created exclusively with mode 0600, never through a link (a log directory
+    is often the shared temp directory). A file already there is appended to only when it is a plain file
+    of ours with no other name (an earlier start's log); anything else at the path is replaced.
+    Returns the file descriptor. :raises OSError: When the file cannot be created.
+    """
+    for _ in range(2):
+        try:
+            return os.open(path, _LOG_FLAGS | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(path, _LOG_FLAGS | getattr(os, "O_NONBLOCK", 0))
+        except OSError:  # a symlink (ELOOP), ...: not a log of ours
+            fd = -1
+        if fd >= 0:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_nlink == 1:
+                os.set_blocking(fd, True)
+                os.fchmod(fd, 0o600)
+                return fd
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    raise FileExistsError(errno.EEXIST, "something keeps replacing it", str(path))
+
+
 def start_process(
     argv: Sequence[str],
     env: Mapping[str, str],
     log_path: str | os.PathLike[str],
     cwd: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in its own session (process group), stdout and stderr appended to ``log_path``.
+    """Start ``argv`` in its own session (process group), stdout and stderr appended to ``log_path``
+    (opened with :func:`open_private_log`: mode 0600, exclusively, no link followed).
 
     No shell is involved: request data in ``argv``/``env`` stays data. Blocking (fork/exec and file I/O):
-    run it in a worker thread. :raises BackendError: When the program cannot be started.
+    run it in a worker thread. :raises BackendError: When the log or the program cannot be created.
     """
-    with open(log_path, "ab") as log_file:
+    try:
+        log_fd = open_private_log(log_path)
+    except OSError as exc:
+        raise BackendError(f"Could not create the log {log_path}: {exc}") from exc
+    with open(log_fd, "ab") as log_file:
         try:
             return subprocess.Popen(
                 list(argv),
@@ -131,6 +168,7 @@ async def stop_process_group(
 __all__ = [
     "file_tail",
     "log_tail",
+    "open_private_log",
     "process_status",
     "signal_group",
     "start_process",

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -494,6 +495,45 @@ async def test_cancelled_local_launch_kills_the_process_it_started(tmp_path, mon
     assert len(started) == 1
     assert await asyncio.to_thread(started[0].wait, 10) == -signal.SIGKILL
     assert not log_path.exists()
+
+
+def _log_resources(log_path):
+    return {
+        "argv": [sys.executable, "-c", "print('kernel output')"],
+        "env": {},
+        "cwd": None,
+        "log_path": str(log_path),
+        "ip": "127.0.0.1",
+    }
+
+
+def test_the_local_kernel_log_is_private(tmp_path):
+    log_path = tmp_path / "gp-kernel-k.log"
+    process = local._start(_log_resources(log_path))
+    assert process.wait(30) == 0
+    assert stat.S_IMODE(log_path.stat().st_mode) == 0o600  # it may hold what the kernel prints
+    assert log_path.read_text() == "kernel output\n"
+
+
+def test_a_planted_symlink_at_the_local_log_path_is_not_followed(tmp_path):
+    target = tmp_path / "victim"
+    target.write_text("precious\n")
+    log_path = tmp_path / "gp-kernel-k.log"
+    log_path.symlink_to(target)
+    process = local._start(_log_resources(log_path))
+    assert process.wait(30) == 0
+    assert target.read_text() == "precious\n"
+    assert not log_path.is_symlink() and log_path.read_text() == "kernel output\n"
+
+
+def test_a_planted_hard_link_at_the_local_log_path_is_not_written(tmp_path):
+    target = tmp_path / "victim"
+    target.write_text("precious\n")
+    log_path = tmp_path / "gp-kernel-k.log"
+    os.link(target, log_path)
+    process = local._start(_log_resources(log_path))
+    assert process.wait(30) == 0
+    assert target.read_text() == "precious\n"
 
 
 @pytest.mark.parametrize(
