@@ -7,10 +7,12 @@ implements the hooks with nothing but the standard library.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -27,6 +29,7 @@ from .rollback import Rollback
 
 #: Processes this server started, so poll can reap them; adopted kernels are probed by pid instead.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+_CONNECTION_DIR_PREFIX = "gp-kernel-connection-"
 
 
 class LocalOptions(BackendOptions):
@@ -83,13 +86,32 @@ def _kill(log_path: str, process: subprocess.Popen[bytes]) -> None:
 
 @hookimpl
 async def launch(resources: Resources, rollback: Rollback) -> Handle:
+    # The launcher's connection directory (it holds the kernel's key) lives in one of ours, removed by
+    # terminate: a kernel killed by a signal never runs the launcher's own clean-up.
+    connection_dir = await rollback.create_in_thread(
+        functools.partial(tempfile.mkdtemp, prefix=_CONNECTION_DIR_PREFIX),
+        _remove_connection_dir,
+        what="kernel connection directory",
+    )
+    resources = {**resources, "env": {**resources["env"], "GP_CONNECTION_DIR": connection_dir}}
     process = await rollback.create_in_thread(
         functools.partial(_start, resources),
         functools.partial(_kill, resources["log_path"]),
         what=f"kernel process ({resources['argv'][0]})",
     )
     _children[process.pid] = process
-    return {"pid": process.pid, "pgid": process.pid, "log_path": resources["log_path"], "ip": resources["ip"]}
+    return {
+        "pid": process.pid,
+        "pgid": process.pid,
+        "log_path": resources["log_path"],
+        "ip": resources["ip"],
+        "connection_dir": connection_dir,
+    }
+
+
+def _remove_connection_dir(path: str | None) -> None:
+    if path and os.path.basename(path).startswith(_CONNECTION_DIR_PREFIX):  # never anything else
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _status(handle: Handle) -> int | None:
@@ -119,6 +141,7 @@ async def terminate(handle: Handle, options: LocalOptions, force: bool, log: log
     _children.pop(pid, None)
     with contextlib.suppress(OSError):
         os.unlink(handle["log_path"])
+    await asyncio.to_thread(_remove_connection_dir, handle.get("connection_dir"))
 
 
 @hookimpl

@@ -171,6 +171,26 @@ def test_local_send_signal_never_signals_the_servers_group_or_a_namespace_pgid(p
         local.send_signal(handle=handle, signum=signal.SIGUSR1)
 
 
+CONNECTION_DIR = "import os; from ipykernel.connect import get_connection_file; print(os.path.dirname(get_connection_file()))"
+
+
+@pytest.mark.parametrize("now", [True, False])
+async def test_the_launchers_connection_directory_is_removed(kernels, now):
+    # It holds the kernel's HMAC key; a kernel killed by a signal never ran the launcher's atexit clean-up.
+    km = await _started(kernels)
+    try:
+        output, _ = await execute(km, CONNECTION_DIR)
+        connection_dir = output.strip()
+        assert os.path.exists(os.path.join(connection_dir, "kernel.json"))
+        await km.restart_kernel(now=now)
+        assert not os.path.exists(connection_dir)
+        output, _ = await execute(km, CONNECTION_DIR)
+        connection_dir = output.strip()
+    finally:
+        await km.shutdown_kernel(now=now)
+    assert not os.path.exists(connection_dir)
+
+
 async def test_kernel_env_carries_request_values_not_server_secrets(kernels, monkeypatch):
     monkeypatch.setenv("GP_REMOTE_PWD", "s3cret")
     write_kernelspec(kernels, "k", backend="local", config={"inherit_server_env": False})

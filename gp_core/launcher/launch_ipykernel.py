@@ -600,7 +600,9 @@ def create_kernel_app(args: argparse.Namespace, on_ports_bound: Callable[[Any], 
             super().init_kernel()
 
     # A private connection file (for %connect_info), removed at exit: ipykernel deletes the file, we the dir.
-    connection_dir = tempfile.mkdtemp(prefix="gp-kernel-")
+    # A kernel killed by a signal never runs atexit: a backend that can starts the launcher with
+    # GP_CONNECTION_DIR, a private directory it owns and removes when it stops the kernel.
+    connection_dir = tempfile.mkdtemp(prefix="gp-kernel-", dir=os.environ.get("GP_CONNECTION_DIR") or None)
     atexit.register(shutil.rmtree, connection_dir, True)
     try:
         kernel_class = import_item(args.kernel_class_name)

@@ -99,6 +99,18 @@ def uploaded_launcher_path(log_dir: str, kernel_id: str) -> str:
     return f"{log_dir.rstrip('/')}/gp-launcher-{kernel_id}.py"
 
 
+def connection_dir_template(log_dir: str) -> str:
+    """``mktemp -d`` template of the launcher's connection directory (the stop script removes it)."""
+    return f"{log_dir.rstrip('/') or ''}/gp-connection-XXXXXXXXXX"
+
+
+def is_connection_dir(path: str, log_dir: str) -> bool:
+    """Whether ``path`` (reported by a launch script) is one :func:`connection_dir_template` makes."""
+    prefix = connection_dir_template(log_dir).removesuffix("XXXXXXXXXX")
+    suffix = path.removeprefix(prefix)
+    return path.startswith(prefix) and len(suffix) == 10 and suffix.isascii() and suffix.isalnum()
+
+
 def check_env(env: Mapping[str, str]) -> dict[str, str]:
     """The environment to export remotely: names checked, secrets dropped.
 
@@ -181,8 +193,14 @@ def launch_script(request: LaunchRequest) -> str:
         f"    rm -f -- {log}",
         f"    (umask 077 && set -C && : > {log}) 2>/dev/null || gp_fail {EXIT_NO_LOG} {q(no_log)}",
         "fi",
+        # The launcher's connection directory (it holds the kernel's key) goes into one the stop script
+        # removes: a kernel killed by a signal never runs the launcher's own clean-up.
+        f"gp_conn=$(umask 077 && mktemp -d {q(connection_dir_template(log_dir))}) "
+        f"|| gp_fail {EXIT_NO_LOG} {q(f'cannot create a connection directory in {log_dir}')}",
+        'echo "gp-ssh-conn=$gp_conn"',
         f"echo {q(f'--- gp-ssh: starting kernel {request.kernel_id}')} >> {log}",
-        f'(gp_env; exec "$gp_setsid" "$gp_nohup" {" ".join(argv)}) >> {log} 2>&1 < /dev/null &',
+        f'(gp_env; export GP_CONNECTION_DIR="$gp_conn"; exec "$gp_setsid" "$gp_nohup" {" ".join(argv)})'
+        f" >> {log} 2>&1 < /dev/null &",
         "gp_pid=$!",
         # Report the pid only once it leads its own group (setsid has run), so a stop that follows at
         # once signals the right group. Gives up when the process died first, or after ~2 s.
@@ -276,9 +294,16 @@ def signal_script(pid: int, kernel_id: str, signum: int) -> str:
 
 
 def stop_script(
-    pid: int, kernel_id: str, *, force: bool, stop_timeout: float, remove: Sequence[str] = ()
+    pid: int,
+    kernel_id: str,
+    *,
+    force: bool,
+    stop_timeout: float,
+    remove: Sequence[str] = (),
+    remove_dirs: Sequence[str] = (),
 ) -> str:
-    """Stop the kernel's process group and print ``gp-ssh-result=...``, then remove the ``remove`` files.
+    """Stop the kernel's process group and print ``gp-ssh-result=...``, then remove the ``remove`` files
+    and the ``remove_dirs`` directories (with their contents).
 
     Results: ``gone`` (nothing was left to stop), ``stopped``, ``alive`` (it survived SIGKILL: e.g. in
     uninterruptible sleep) or ``foreign`` (the recorded pid is now another process: nothing signalled).
@@ -307,6 +332,8 @@ def stop_script(
     ]
     if remove:
         lines.append("rm -f -- " + " ".join(q(path) for path in remove))
+    if remove_dirs:
+        lines.append("rm -rf -- " + " ".join(q(path) for path in remove_dirs))
     return "\n".join(lines) + "\n"
 
 

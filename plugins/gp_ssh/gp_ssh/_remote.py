@@ -15,6 +15,7 @@ from gp_core import BackendError, Handle, LaunchError, Resources, Rollback
 from ._command import (
     LaunchRequest,
     find_launcher,
+    is_connection_dir,
     kernel_log_path,
     launch_script,
     parse_report,
@@ -155,7 +156,9 @@ async def launch(
 def _handle_from(result: CommandResult, kernel_id: str, resources: Resources, target: SshTarget) -> Handle:
     values, _ = parse_report(result.stdout)
     pid = values.get("pid", "")
-    if result.exit_status != 0 or not pid.isdigit():
+    connection_dir = values.get("conn", "")
+    log_dir = resources["log_path"].rpartition("/")[0] or "/"
+    if result.exit_status != 0 or not (pid.isascii() and pid.isdigit()):
         reason = result.stderr.strip() or result.stdout.strip() or f"exit status {result.exit_status}"
         raise BackendError(f"Could not start kernel {kernel_id} on host {target.host} ({target}): {reason}")
     return {
@@ -167,6 +170,7 @@ def _handle_from(result: CommandResult, kernel_id: str, resources: Resources, ta
         "pgid": int(pid),  # setsid: the launcher leads its own process group
         "log_path": resources["log_path"],
         "upload_path": resources.get("upload_path"),
+        "connection_dir": connection_dir if is_connection_dir(connection_dir, log_dir) else None,
         "ip": target.host,  # core connects to the kernel's ports on this host
     }
 
@@ -220,8 +224,14 @@ async def stop(handle: Handle, options: SshOptions, restart: bool, force: bool, 
     if not keep_log:
         remove.append(handle["log_path"])
     target = target_for(handle["host"], options, handle["port"], handle["user"])
+    remove_dirs = [handle["connection_dir"]] if handle.get("connection_dir") else []
     script = stop_script(
-        handle["pgid"], kernel_id, force=force, stop_timeout=options.stop_timeout, remove=remove
+        handle["pgid"],
+        kernel_id,
+        force=force,
+        stop_timeout=options.stop_timeout,
+        remove=remove,
+        remove_dirs=remove_dirs,
     )
     try:
         result = await _run(target, script, options.command_timeout + options.stop_timeout + _STOP_SLACK)

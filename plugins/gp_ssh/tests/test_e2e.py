@@ -69,6 +69,21 @@ async def test_lifecycle_execute_interrupt_restart_shutdown(kernels: SshKernels,
     assert PLACER.host_of(kernel_id) is None
 
 
+CONNECTION_DIR = "import os; from ipykernel.connect import get_connection_file; print(os.path.dirname(get_connection_file()))"
+
+
+@pytest.mark.parametrize("now", [True, False])
+async def test_the_launchers_connection_directory_is_removed(kernels: SshKernels, now: bool) -> None:
+    # It holds the kernel's HMAC key; a kernel killed by a signal never ran the launcher's atexit clean-up.
+    km = kernels.manager(kernels.spec())
+    await kernels.start(km)
+    output, _ = await execute(km, CONNECTION_DIR)
+    connection_dir = Path(output.strip())
+    assert (connection_dir / "kernel.json").exists()
+    await km.shutdown_kernel(now=now)
+    assert not connection_dir.exists()
+
+
 async def test_hostile_kernel_values_are_data(kernels: SshKernels, tmp_path: Path) -> None:
     canary = tmp_path / "canary"
     canary.mkdir()
