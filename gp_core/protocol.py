@@ -191,10 +191,13 @@ def validate_plaintext(info: dict[str, Any], kernel_id: str) -> dict[str, Any]:
     kernel_name = info.get("kernel_name", "")
     if not isinstance(kernel_name, str) or len(kernel_name) > _MAX_TEXT_CHARS:
         raise ProtocolError("kernel_name must be a string")
-    for field in ("pid", "pgid"):
+    # As the launcher sees them, in its own PID namespace: pid 1 and pgid 0 (the group's leader lies
+    # outside the namespace, e.g. under `unshare --pid --fork`) are normal there. Informational only:
+    # core never signals them (docs/protocol.md section 1, step 7).
+    for field, lowest in (("pid", 1), ("pgid", 0)):
         value = info.get(field)
-        if value is not None and (not _is_int(value) or value <= 0):
-            raise ProtocolError(f"{field} must be a positive integer, got {value!r}")
+        if value is not None and (not _is_int(value) or value < lowest):
+            raise ProtocolError(f"{field} must be an integer >= {lowest}, got {value!r}")
     return {**info, **ports, "ip": str(ip), "kernel_name": kernel_name}
 
 

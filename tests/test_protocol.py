@@ -251,6 +251,8 @@ def test_unexpected_kernel_is_rejected_before_any_cryptography(server_key: Serve
         ({"signature_scheme": "hmac-nothing"}, "signature_scheme"),
         ({"kernel_name": 3}, "kernel_name"),
         ({"pid": -1}, "pid"),
+        ({"pid": 0}, "pid"),
+        ({"pgid": -1}, "pgid"),
         ({"pgid": "1"}, "pgid"),
     ],
 )
@@ -260,6 +262,13 @@ def test_invalid_connection_info_is_rejected(
     raw = launcher.seal_payload(server_key.public_key, KERNEL_ID, connection_info(**overrides))
     with pytest.raises(ProtocolError, match=reason):
         server_key.open_payload(raw)
+
+
+def test_a_launcher_in_its_own_pid_namespace_is_accepted(launcher: ModuleType, server_key: ServerKey) -> None:
+    # pid 1 with pgid 0: the group's leader is outside the launcher's PID namespace.
+    info = connection_info(pid=1, pgid=0)
+    _, plaintext = server_key.open_payload(launcher.seal_payload(server_key.public_key, KERNEL_ID, info))
+    assert (plaintext["pid"], plaintext["pgid"]) == (1, 0)
 
 
 def test_optional_fields_may_be_absent(launcher: ModuleType, server_key: ServerKey) -> None:

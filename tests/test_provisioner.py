@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -37,6 +38,7 @@ from gp_core.testing import (
     execute,
     interrupt_sleep,
     kernel_manager,
+    launcher_argv,
     require_backend,
     start_kernel,
     write_kernelspec,
@@ -189,6 +191,34 @@ async def test_the_launchers_connection_directory_is_removed(kernels, now):
     finally:
         await km.shutdown_kernel(now=now)
     assert not os.path.exists(connection_dir)
+
+
+async def test_a_kernel_in_its_own_pid_namespace_reports_pgid_0_and_runs(kernels):
+    # Under `unshare --pid --fork` the launcher is pid 1 and its group's leader (unshare) lies outside its
+    # namespace: getpgid(0) says 0. Core takes it, and signals only what the backend's handle names.
+    works = (
+        shutil.which("unshare") is not None
+        and not (
+            await asyncio.to_thread(
+                subprocess.run, ["unshare", "--pid", "--fork", "true"], capture_output=True
+            )
+        ).returncode
+    )
+    if not works:
+        require_backend("local", "unshare --pid --fork does not work here")  # fails the run if required
+    argv = ["unshare", "--pid", "--fork", *launcher_argv()]
+    km = await _started(kernels, argv=argv)
+    try:
+        assert km.provisioner._report.pid == 1 and km.provisioner._report.pgid == 0
+        handle_pgid = km.provisioner._handle["pgid"]
+        assert handle_pgid > 1 and handle_pgid != os.getpgid(0)
+        output, _ = await execute(km, "import os; print(os.getpid(), os.getpgid(0))")
+        assert output.split() == ["1", "0"]
+        reply = await interrupt_sleep(km)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    finally:
+        await km.shutdown_kernel(now=True)
+    assert not _alive(handle_pgid)
 
 
 async def test_kernel_env_carries_request_values_not_server_secrets(kernels, monkeypatch):
