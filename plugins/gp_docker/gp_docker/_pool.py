@@ -26,6 +26,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,18 @@ REFILL_DELAY = 1.0
 #: the kernel's values of these, and only a launch with the same values may take it.
 _STARTUP_ENV = re.compile(r"PYTHON.*|LANG|LC_.*|LANGUAGE")
 _LAUNCHER_SCRIPT = "launch_ipykernel.py"
+#: Request variables that change what a container fixes at creation (image, user, working directory,
+#: limits), beside the start-up variables above.
+_SHAPING_REQUEST_VARS = frozenset(
+    {
+        "KERNEL_IMAGE",
+        "KERNEL_UID",
+        "KERNEL_GID",
+        "KERNEL_WORKING_DIR",
+        "KERNEL_CPUS_LIMIT",
+        "KERNEL_MEMORY_LIMIT",
+    }
+)
 #: What a container gets when it is created and keeps: a parked one has the kernel's values of these.
 _FIXED_AT_CREATION = (
     "image",
@@ -68,6 +81,13 @@ class Parked:
     stdin: Any  # the held attach socket
     created: float  # time.monotonic()
     image_id: str  # what the image reference named when it was parked
+
+
+def shaped_by_request(request_env: Mapping[str, str]) -> bool:
+    """Whether the start request set anything a parked container fixes at creation. Such a launch may
+    take a parked container of its shape, but never creates a pool: what the server parks ahead of time
+    is decided by the kernelspec and the server's configuration alone, never by request values."""
+    return any(name in _SHAPING_REQUEST_VARS or _STARTUP_ENV.fullmatch(name) for name in request_env)
 
 
 def pool_shape(resources: Resources) -> dict[str, Any] | None:
@@ -170,9 +190,10 @@ _pools_lock = threading.Lock()
 _atexit_registered = False
 
 
-def pool_for(resources: Resources, size: int) -> ContainerPool | None:
-    """The pool serving launches shaped like ``resources`` (created empty on first use: its first
-    ``take`` starts the fill); None when such a launch cannot be pooled."""
+def pool_for(resources: Resources, size: int, create: bool = True) -> ContainerPool | None:
+    """The pool serving launches shaped like ``resources`` (created empty on first use when ``create``:
+    its first ``take`` starts the fill); None when such a launch cannot be pooled, or has no pool and
+    may not create one."""
     global _atexit_registered
     shape = pool_shape(resources)
     if shape is None:
@@ -182,6 +203,8 @@ def pool_for(resources: Resources, size: int) -> ContainerPool | None:
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
+            if not create:
+                return None
             pool = _pools[key] = ContainerPool(shape, size)
             if len(_pools) > MAX_POOLS:
                 _, evicted = _pools.popitem(last=False)

@@ -38,7 +38,9 @@ def render_resources(
     options: DockerOptions,
     log: logging.Logger,
 ) -> Resources:
-    return render("container", kernel_id, cmd, env, request_env, options, log)
+    resources = render("container", kernel_id, cmd, env, request_env, options, log)
+    resources["shaped_by_request"] = _pool.shaped_by_request(request_env or {})
+    return resources
 
 
 @hookimpl
@@ -49,7 +51,8 @@ async def launch(
         _client.remove_container(handle, graceful=False, stop_timeout=0, keep=False, log=log)
 
     if options.pool_size:
-        pool = _pool.pool_for(resources, options.pool_size)
+        shaped = bool(resources.get("shaped_by_request"))
+        pool = _pool.pool_for(resources, options.pool_size, create=not shaped)
         parked = pool.take() if pool is not None else None
         if parked is not None:
             try:
@@ -63,6 +66,8 @@ async def launch(
                     "Kernel container %s (%s) taken from the pool", handle["name"], parked.container_id[:12]
                 )
                 return handle
+        elif pool is None and shaped:
+            log.debug("The request sets what the container fixes at creation, and no pool has its shape")
         elif pool is None:
             log.debug("pool_size is set, but this kernel's argv does not run gp's launcher: not pooled")
     handle = await rollback.create_in_thread(

@@ -125,6 +125,25 @@ async def test_a_launch_shaped_differently_starts_cold_and_leaves_the_pool_alone
     assert parked_ids() == {parked}
 
 
+async def test_requests_cannot_make_the_server_park_containers(kernels, docker_api):
+    # The pool key held the request's PYTHON* values: each PYTHONHASHSEED made a new pool of parked
+    # containers. A launch the request shapes starts cold and creates no pool.
+    kernels.spec(config={"pool_size": 2})
+    managers = [kernels.manager() for _ in range(3)]
+    for seed, km in enumerate(managers, start=1):
+        await kernels.start(km, PYTHONHASHSEED=str(seed))
+    await asyncio.sleep(2 * _pool.REFILL_DELAY)  # a refill, had one been started, would be under way
+    assert _pool._pools == {} and parked_ids() == set()
+    for seed, km in enumerate(managers, start=1):
+        output, _ = await execute(km, "import os; print(os.environ['PYTHONHASHSEED'])")
+        assert output == f"{seed}\n"
+    await asyncio.gather(*(km.shutdown_kernel() for km in managers))
+
+    await kernels.start(kernels.manager())  # the kernelspec's own shape makes its one pool
+    await settle()
+    assert len(_pool._pools) == 1 and len(parked_ids()) == 2
+
+
 async def test_a_parked_container_removed_behind_the_pools_back_means_a_cold_start(kernels, docker_api):
     kernels.spec(config={"pool_size": 1})
     await kernels.start(kernels.manager())
