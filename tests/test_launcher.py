@@ -778,6 +778,23 @@ async def test_comm_server_survives_half_open_connections_and_floods(
     assert await ping_when_free(comm_server.port, "in-process-key")
 
 
+async def test_a_request_that_breaks_the_handler_does_not_end_the_port(
+    comm_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = comm_server.handle
+    calls: list[int] = []
+
+    def broken_once(raw: bytes | None) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return handle(raw)
+
+    monkeypatch.setattr(comm_server, "handle", broken_once)
+    assert await raw_comm(comm_server.port, signed_line("in-process-key", op="ping")) is None
+    assert (await comm_request("127.0.0.1", comm_server.port, "in-process-key", "ping"))["ok"] is True
+
+
 async def drip(port: int, seconds: float, every: float = 0.1) -> tuple[int, bytes]:
     """Send a byte of a request every ``every`` s for up to ``seconds``; (bytes sent, the answer)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

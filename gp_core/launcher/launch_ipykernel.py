@@ -372,8 +372,15 @@ class CommServer:
                 for key, _ in selector.select(min(max(wait, 0.0), 0.5)):
                     if key.fileobj is self.sock:
                         self._accept(selector, incoming)
-                    elif key.fileobj in incoming:
-                        self._read(selector, incoming, incoming[key.fileobj])  # type: ignore[index]
+                        continue
+                    item = incoming.get(key.fileobj)  # type: ignore[call-overload]
+                    if item is None:
+                        continue
+                    try:
+                        self._read(selector, incoming, item)
+                    except Exception as exc:  # one connection's trouble must not end the port
+                        say(f"comm port: unexpected error with a request: {exc!r}")
+                        self._drop(selector, incoming, item)
                 now = time.monotonic()
                 for item in [item for item in incoming.values() if item.deadline <= now]:
                     self._finish(
