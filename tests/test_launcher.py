@@ -94,6 +94,7 @@ class Launches:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
+        self.connections = tmp_path / "connections"
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(
@@ -105,6 +106,9 @@ class Launches:
         name: str = "launcher",
     ) -> subprocess.Popen[bytes]:
         base = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
+        # As the backends do: a killed launcher's connection directory (the kernel's key) stays in here.
+        self.connections.mkdir(exist_ok=True)
+        base["GP_CONNECTION_DIR"] = str(self.connections)
         if token is not None:
             base["GP_LAUNCH_TOKEN"] = token
         with (
@@ -296,7 +300,7 @@ async def test_kernel_reports_runs_interrupts_and_shuts_down(
             client, "from ipykernel.connect import get_connection_file; print(get_connection_file())"
         )
         connection_file = Path(output.strip())
-        assert connection_file.is_file()
+        assert connection_file.is_file() and connection_file.parent.parent == launches.connections
 
         client.shutdown()
         assert await wait_exit(proc) == 0
@@ -466,6 +470,8 @@ async def test_a_kernel_failing_after_the_report_exits_non_zero_with_the_reason(
 def park(launches: Launches, name: str = "parked") -> subprocess.Popen[bytes]:
     """A launcher started with ``--park`` alone, its stdin a pipe the test writes the assignment to."""
     base = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
+    launches.connections.mkdir(exist_ok=True)
+    base["GP_CONNECTION_DIR"] = str(launches.connections)
     with open(launches.tmp_path / f"{name}.err", "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, str(LAUNCHER_PATH), "--park"],
