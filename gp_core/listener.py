@@ -354,13 +354,16 @@ class ResponseListener(LoggingConfigurable):
 
     async def _accept_forever(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        reported = float("-inf")
         while True:
             try:
                 conn, address = await loop.sock_accept(sock)
             except OSError as exc:  # e.g. out of file descriptors: back off instead of spinning
                 if sock.fileno() < 0:
                     return
-                self.log.warning("gp response listener cannot accept connections: %s", exc)
+                if time.monotonic() - reported >= _SHED_REPORT_INTERVAL:  # once in a while, not each time
+                    self.log.warning("gp response listener cannot accept connections: %s", exc)
+                    reported = time.monotonic()
                 await asyncio.sleep(0.5)
                 continue
             conn.setblocking(False)
