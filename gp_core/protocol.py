@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from Cryptodome.Cipher import AES
 from Cryptodome.Hash import SHA256
@@ -59,7 +59,9 @@ def derive_payload_key(shared_secret: bytes, kernel_id: str) -> bytes:
     if not any(shared_secret):
         # An all-zero secret means a low-order public key: anyone could derive this key.
         raise ValueError("degenerate X25519 shared secret")
-    return HKDF(shared_secret, 32, HKDF_SALT, SHA256, context=kernel_id.encode("utf-8"))
+    key = HKDF(shared_secret, 32, HKDF_SALT, SHA256, context=kernel_id.encode("utf-8"))
+    assert isinstance(key, bytes)  # one key was asked for, not a tuple of them
+    return key
 
 
 def payload_aad(kernel_id: str) -> bytes:
@@ -316,7 +318,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -264,7 +264,9 @@ def send_payload(address: tuple[str, int], envelope: bytes) -> None:
     except ValueError:
         reply = None
     if not isinstance(reply, dict):
-        raise LaunchFailed(f"the gp server at {host}:{port} sent an unreadable answer: {raw[:200]!r}")
+        raise LaunchFailed(
+            f"the gp server at {host}:{port} sent an unreadable answer: {(raw or b'')[:200]!r}"
+        )
     if reply.get("ok") is not True:
         raise LaunchFailed(
             f"the gp server at {host}:{port} rejected the launch: {reply.get('error') or 'no reason given'}"
@@ -503,7 +505,12 @@ class CommServer:
             raise ValueError("body must be a JSON object")
         ts, nonce = request.get("ts"), request.get("nonce")
         now = time.time()
-        if type(ts) not in (int, float) or not math.isfinite(ts) or abs(now - ts) > COMM_MAX_CLOCK_SKEW:
+        if (
+            not isinstance(ts, (int, float))
+            or isinstance(ts, bool)
+            or not math.isfinite(ts)
+            or abs(now - ts) > COMM_MAX_CLOCK_SKEW
+        ):
             raise ValueError(f"timestamp is missing or more than {COMM_MAX_CLOCK_SKEW:g} s off")
         if not isinstance(nonce, str) or not 8 <= len(nonce) <= 128:
             raise ValueError("nonce is missing or malformed")
