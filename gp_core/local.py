@@ -14,8 +14,10 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,12 @@ from .rollback import Rollback
 #: Processes this server started, so poll can reap them; adopted kernels are probed by pid instead.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 _CONNECTION_DIR_PREFIX = "gp-kernel-connection-"
+#: A file in a connection directory naming the kernel's pid: ``kernel-pid-<pid>``.
+_OWNER_PREFIX = "kernel-pid-"
+#: Seconds a connection directory without an owner is left alone (its launch may be under way).
+_UNOWNED_GRACE = 300.0
+#: Whether this process swept the connection directories dead servers left.
+_swept = False
 
 
 class LocalOptions(BackendOptions):
@@ -72,7 +80,12 @@ def render_resources(kernel_id: str, cmd: list[str], env: dict[str, str], option
 
 
 def _start(resources: Resources) -> subprocess.Popen[bytes]:
-    return start_process(resources["argv"], resources["env"], resources["log_path"], resources["cwd"])
+    process = start_process(resources["argv"], resources["env"], resources["log_path"], resources["cwd"])
+    connection_dir = resources["env"].get("GP_CONNECTION_DIR")
+    if connection_dir:
+        with contextlib.suppress(OSError):  # whose it is, for the sweep of a dead server's leftovers
+            Path(connection_dir, f"{_OWNER_PREFIX}{process.pid}").touch()
+    return process
 
 
 def _kill(log_path: str, process: subprocess.Popen[bytes]) -> None:
@@ -86,8 +99,14 @@ def _kill(log_path: str, process: subprocess.Popen[bytes]) -> None:
 
 @hookimpl
 async def launch(resources: Resources, rollback: Rollback) -> Handle:
+    global _swept
     # The launcher's connection directory (it holds the kernel's key) lives in one of ours, removed by
-    # terminate: a kernel killed by a signal never runs the launcher's own clean-up.
+    # terminate: a kernel killed by a signal never runs the launcher's own clean-up. What a dead server's
+    # kernels left (they exit with their server, and no terminate comes) the next server's first launch
+    # removes.
+    if not _swept:
+        _swept = True
+        await asyncio.to_thread(_sweep_connection_dirs)
     connection_dir = await rollback.create_in_thread(
         functools.partial(tempfile.mkdtemp, prefix=_CONNECTION_DIR_PREFIX),
         _remove_connection_dir,
@@ -107,6 +126,39 @@ async def launch(resources: Resources, rollback: Rollback) -> Handle:
         "ip": resources["ip"],
         "connection_dir": connection_dir,
     }
+
+
+def _sweep_connection_dirs() -> None:
+    """Remove our connection directories in the temp directory whose kernel is gone (blocking)."""
+    now = time.time()
+    for path in Path(tempfile.gettempdir()).glob(f"{_CONNECTION_DIR_PREFIX}*"):
+        try:
+            info = path.lstat()
+            owners = [entry.name for entry in path.iterdir() if entry.name.startswith(_OWNER_PREFIX)]
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            continue
+        pids = [int(name[len(_OWNER_PREFIX) :]) for name in owners if name[len(_OWNER_PREFIX) :].isdigit()]
+        if pids:
+            alive = any(_runs_with(pid, str(path)) for pid in pids)
+        else:  # its launch is under way, or its server died before the kernel started
+            alive = now - info.st_mtime < _UNOWNED_GRACE
+        if not alive:
+            _remove_connection_dir(str(path))
+
+
+def _runs_with(pid: int, connection_dir: str) -> bool:
+    """Whether ``pid`` runs, and (where /proc tells) is the kernel given ``connection_dir``."""
+    if process_status(pid) is not None:
+        return False
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False  # exited, not yet reaped
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (OSError, IndexError):
+        return True  # cannot tell: keep it
+    return f"GP_CONNECTION_DIR={connection_dir}".encode() in environ.split(b"\0")
 
 
 def _remove_connection_dir(path: str | None) -> None:

@@ -317,6 +317,40 @@ async def test_a_local_kernel_dies_with_its_killed_server(kernels):
     assert not _alive(kernel_pid), "the local kernel outlived its server"
 
 
+SERVER_THAT_DIES_WITH_ITS_CONNECTION_DIR = SERVER_THAT_DIES.replace(
+    '"import os; print(os.getpid())"',
+    '"import os; from ipykernel.connect import get_connection_file as f; print(os.getpid(), f())"',
+).replace("print(int(output), flush=True)", "print(output.strip(), flush=True)")
+
+
+async def test_a_dead_servers_connection_directories_are_swept_by_the_next_launch(kernels, monkeypatch):
+    # A kernel that exits with its killed server (ipykernel's parent poller: os._exit) runs no clean-up,
+    # and no terminate ever comes: the next server process's first local launch removes what it left.
+    write_kernelspec(kernels, "k", backend="local")
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVER_THAT_DIES_WITH_ITS_CONNECTION_DIR, str(kernels), stdout=subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None
+        pid_text, connection_file = (await asyncio.wait_for(server.stdout.readline(), 60)).decode().split()
+    finally:
+        server.kill()
+        await server.wait()
+    ours = os.path.dirname(os.path.dirname(connection_file))
+    for _ in range(200):
+        if not _alive(int(pid_text)):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(int(pid_text)) and os.path.isdir(ours)  # left behind, with the kernel's key
+    monkeypatch.setattr(local, "_swept", False)  # as in a new server process
+    km = await _started(kernels)
+    try:
+        assert not os.path.exists(ours)
+        assert os.path.isdir(km.provisioner._handle["connection_dir"])  # a live kernel's is kept
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
 async def test_adopt_from_another_server_process(kernels):
     # Nothing of the first process's state helps the second: only the persisted provisioner info.
     km = await _started(kernels)
