@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import BackendError
 
@@ -45,6 +45,9 @@ class WatchFeed(Generic[T]):
         self.stopping = stopping
         self._on_stop: list[Callable[[], object]] = []
         self._lock = threading.Lock()
+        #: Kept across the watch function's calls in this thread: where the next stream resumes (a
+        #: resourceVersion, an event time), so a reconnect leaves no gap and needs no fresh listing.
+        self.resume: dict[str, Any] = {}
 
     def on_stop(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` (from another thread) when the source stops, e.g. to close the HTTP response
@@ -55,9 +58,12 @@ class WatchFeed(Generic[T]):
                 return
         _quietly(callback)
 
-    def connected(self) -> None:
-        """The stream is live: cached entries stay valid until it reports a change (then refetched)."""
-        self._send(self._source._on_connected, time.monotonic())
+    def connected(self, gapless: bool = False) -> None:
+        """The stream is live: cached entries stay valid until it reports a change (then refetched).
+
+        ``gapless``: the stream resumed where the previous one ended (nothing happened unseen), so the
+        entries need no fresh listing; otherwise the next ``get`` fetches once."""
+        self._send(self._source._on_connected, None if gapless else time.monotonic())
 
     def synced(self, entries: Mapping[str, T], started: float) -> None:
         """A full listing (e.g. the LIST before a WATCH), fetched from ``started`` (``time.monotonic()``)
@@ -230,9 +236,10 @@ class StatusSource(Generic[T]):
 
     # ------------------------------------------------------------------ watch callbacks (on the loop)
 
-    def _on_connected(self, at: float) -> None:
+    def _on_connected(self, at: float | None) -> None:
         self._connected = True
-        self._stale_before = max(self._stale_before, at)  # what happened before the stream: refetch once
+        if at is not None:  # what happened before the stream: refetch once
+            self._stale_before = max(self._stale_before, at)
 
     def _on_synced(self, entries: dict[str, T], started: float) -> None:
         if started >= self._listed_at:

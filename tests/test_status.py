@@ -282,3 +282,29 @@ async def test_invalidate_outdates_even_a_refresh_already_running():
     await running
     assert fetch.started[await source.get("kernel")] >= fetch.started[2]
     assert fetch.calls == 3
+
+
+async def test_a_gapless_reconnect_needs_no_fresh_listing():
+    api = _Api({"k": "running"})
+    reconnects: list[bool] = []
+
+    def watch(feed: WatchFeed[str]) -> None:
+        gapless = "resume_from" in feed.resume  # a real stream resumes from its last event's position
+        reconnects.append(gapless)
+        feed.connected(gapless=gapless)
+        feed.resume["resume_from"] = len(reconnects)
+        feed.stopping.wait(0.2)  # the stream ends (a server-side timeout); the source calls watch again
+
+    source = StatusSource("fake", api.list, watch=watch, max_age=0.01, retry_delay=0.01)
+    try:
+        await source.get("k")
+        await _until(lambda: len(reconnects) >= 3)
+        lists = api.lists
+        for _ in range(20):
+            assert await source.get("k") == "running"
+            await asyncio.sleep(0.02)
+        assert reconnects[:3] == [False, True, True]
+        # 20 polls past max_age: listings only in the few milliseconds between two streams
+        assert api.lists - lists <= 3
+    finally:
+        await source.close()

@@ -182,15 +182,22 @@ class KernelEvents:
     def follow(self, feed: WatchFeed[Any]) -> None:
         """A listing's watch: follow the event stream until it ends (see :class:`gp_core.StatusSource`)."""
         filters = {"type": "container", "label": KERNEL_FILTER["label"], "event": list(self.EVENTS)}
-        events = get_api().events(filters=filters, decode=True, until=int(time.time()) + self.STREAM_SECONDS)
+        # Each stream resumes where the previous one ended (the daemon replays events since then; one
+        # second of overlap, as its times are whole seconds), so a reconnect needs no fresh listing.
+        since = feed.resume.get("until")
+        until = int(time.time()) + self.STREAM_SECONDS
+        events = get_api().events(
+            filters=filters, decode=True, since=None if since is None else since - 1, until=until
+        )
         feed.on_stop(events.close)  # a blocked read returns once the source stops
-        feed.connected()  # from now on nothing changes unseen; what happened before: refetch once
+        feed.connected(gapless=since is not None)
         for event in events:
             self.seen += 1
             self._remember_exit(event)
             self._invalidate()
             if feed.stopping.is_set():
                 return
+        feed.resume["until"] = until
 
     def _invalidate(self) -> None:
         for listing in self._listings:
