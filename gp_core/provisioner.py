@@ -44,7 +44,7 @@ from .options import (
     unknown_config_checked_by_gp,
 )
 from .plugins import Backend, get_backend, installed_backends
-from .protocol import comm_request, parse_port_range
+from .protocol import comm_request, normalize_port_range
 from .rollback import Rollback
 from .untrusted import is_env_name
 
@@ -203,10 +203,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
     @validate("port_range")
     def _check_port_range(self, proposal: Any) -> str:
         try:
-            parse_port_range(proposal["value"])
+            return normalize_port_range(proposal["value"])
         except InvalidOptionError as exc:
             raise TraitError(str(exc)) from None
-        return str(proposal["value"])
 
     @validate("launch_timeout", "max_launch_timeout", "poll_interval")
     def _check_positive(self, proposal: Any) -> float:

@@ -15,8 +15,9 @@ from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, 
 
 from gp_core import BackendOptions, env_default, parse_memory
 
-#: Value of the ``app`` label on everything gp-docker creates; status listings filter on it.
-APP_LABEL = "gp"
+#: Value of the ``app`` label on everything gp-docker creates; status listings filter on it. Gateway
+#: Provisioners' value, so the filters of existing monitoring and clean-up scripts keep working.
+APP_LABEL = "gateway-provisioners"
 #: The most containers one pool may keep parked.
 MAX_POOL_SIZE = 32
 #: The highest uid/gid a container may run as: uint32, minus (uid_t)-1, which means "unchanged".
