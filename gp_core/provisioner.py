@@ -159,6 +159,23 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
     Keys other than this class's options are the backend's options; an unknown key is an error.
     """
 
+    #: Start-request variables core reads (docs/reference.md; backends declare theirs in ``request_env``).
+    request_env = {
+        "KERNEL_USERNAME": "The user starting the kernel (else the server's user), checked against "
+        "authorized_users/unauthorized_users.",
+        "KERNEL_LAUNCH_TIMEOUT": "This launch's timeout in seconds, at most max_launch_timeout.",
+    }
+    #: Variables core puts in every kernel's environment, whatever the request says.
+    launch_env = {
+        "KERNEL_ID": "The kernel's id.",
+        "KERNEL_USERNAME": "The (authorized) user who started it.",
+        "KERNEL_LANGUAGE": "The kernelspec's language, unless the request set it.",
+        "GP_LAUNCH_TOKEN": "The one-shot token the launcher proves itself with (never on a command line).",
+        "RESPONSE_ADDRESS": "Where the launcher reports ({response_address}), for image entrypoints.",
+        "PUBLIC_KEY": "The server's public key ({public_key}), for image entrypoints.",
+        "PORT_RANGE": "The port range ({port_range}), for image entrypoints.",
+    }
+
     backend = Unicode("", config=True, help="Name of the gp backend that runs the kernel (required).")
     # Policies (see gp_core.options.apply_policy): kernel.json may narrow authorized_users and add to
     # unauthorized_users, never widen what the server allows.

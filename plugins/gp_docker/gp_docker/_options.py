@@ -106,6 +106,17 @@ class DockerOptions(BackendOptions):
     :func:`gp_core.options.apply_policy`): kernel.json may tighten the server's values, never loosen them.
     """
 
+    request_env = {
+        "KERNEL_USERNAME": "First part of the container's (service's) name, {KERNEL_USERNAME}-{kernel_id}.",
+        "KERNEL_IMAGE": "Another kernel image, only one allowed_images matches; the kernel's env gets the "
+        "image it runs.",
+        "KERNEL_UID": "User id the kernel runs as (a number; prohibited_uids refused; default default_uid).",
+        "KERNEL_GID": "Group id the kernel runs as (a number; prohibited_gids refused; default default_gid).",
+        "KERNEL_WORKING_DIR": "The kernel's working directory, only with mirror_working_dirs (absolute path).",
+        "KERNEL_CPUS_LIMIT": "CPU limit of this kernel, at most max_cpus.",
+        "KERNEL_MEMORY_LIMIT": "Memory limit of this kernel (e.g. 2g), at most max_memory.",
+    }
+
     image = Unicode(
         config=True,
         help="Kernel image (env GP_IMAGE_NAME). A request's KERNEL_IMAGE may pick another only from "
