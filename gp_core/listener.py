@@ -162,6 +162,8 @@ class ResponseListener(LoggingConfigurable):
     def _response_ip_default(self) -> str:
         return os.environ.get("GP_RESPONSE_IP") or self._first_allowed_ip()
 
+    _response_ip_default.func.env_vars = ("GP_RESPONSE_IP",)  # type: ignore[attr-defined]  # for gp reference
+
     @validate("prohibited_local_ips")
     def _check_patterns(self, proposal: Any) -> list[str]:
         for pattern in proposal["value"]:

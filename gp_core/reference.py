@@ -1,7 +1,8 @@
 """``gp reference``: docs/reference.md, every ``GP_*`` and ``KERNEL_*`` variable, generated from the code.
 
 Server variables come from the options' declarations: each trait whose default is an
-:func:`~gp_core.options.env_default` (or whose ``help`` names ``env GP_...``), with the trait's help,
+:func:`~gp_core.options.env_default` (a hand-written ``@default`` declares its variables in an
+``env_vars`` attribute of its function), with the trait's help,
 in core (``GenericRemoteProvisioner``, ``ResponseListener``) and in every installed backend's options
 class; plus the backends' ``secret_env`` and the few process-wide variables listed in
 :data:`PROCESS_ENV`. Request variables come from ``request_env`` (core's and each backend's), and the
@@ -12,7 +13,6 @@ checked-in one differs (tests/test_reference.py).
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,42 +27,44 @@ PROCESS_ENV: dict[str, tuple[str, str]] = {
     ),
     "GP_MIN_PORT_RANGE_SIZE": ("core", "Smallest span a port_range must have (default 1000)."),
 }
-_HELP_ENV = re.compile(r"\benv (GP_[A-Z0-9_]+)")
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 
 
 def _env_vars(cls: type, name: str) -> tuple[str, ...]:
-    from .options import option_env_vars
+    """The variables option ``name`` of ``cls`` defaults from, per its effective ``@default`` (the first in
+    the MRO: a subclass may override an inherited env default with a plain one)."""
+    from traitlets.traitlets import DefaultHandler
 
-    found = list(option_env_vars(cls, name))
-    trait = cls.class_traits()[name]  # type: ignore[attr-defined]
-    for var in _HELP_ENV.findall(trait.help or ""):
-        if var not in found:
-            found.append(var)
-    return tuple(found)
-
-
-def _default_text(cls: type, name: str) -> str:
-    trait = cls.class_traits()[name]  # type: ignore[attr-defined]
-    default = trait.default_value
-    if default is None or isinstance(default, type) or repr(default) == "traitlets.Undefined":
-        return ""
-    text = repr(default) if not isinstance(default, str) else f"'{default}'"
-    return "" if text in ("''", "[]", "None") else text
+    for klass in cls.__mro__:
+        for attribute in vars(klass).values():
+            if isinstance(attribute, DefaultHandler) and attribute.trait_name == name:
+                return tuple(getattr(attribute.func, "env_vars", ()))
+    return ()
 
 
 def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def _option_rows(scope: str, section: str, cls: type, kernel_json: bool) -> list[tuple[str, str]]:
-    rows = []
+#: (variable, option name, help) -> [(scope, section, kernel.json key?)]
+_Rows = dict[tuple[str, str, str], list[tuple[str, str, bool]]]
+
+
+def _add_options(rows: _Rows, scope: str, cls: type, kernel_json: bool) -> None:
     for name in sorted(cls.class_trait_names(config=True)):  # type: ignore[attr-defined]
+        help_text = cls.class_traits()[name].help  # type: ignore[attr-defined]
         for var in _env_vars(cls, name):
-            setting = f"`c.{section}.{name}`" + (f", kernel.json `{name}`" if kernel_json else "")
-            help_text = cls.class_traits()[name].help  # type: ignore[attr-defined]
-            rows.append((var, f"| `{var}` | {scope} | {setting} | {_cell(help_text)} |"))
-    return rows
+            rows.setdefault((var, name, help_text), []).append((scope, cls.__name__, kernel_json))
+
+
+def _option_lines(rows: _Rows) -> list[tuple[str, str]]:
+    lines = []
+    for (var, name, help_text), users in rows.items():
+        scopes = ", ".join(dict.fromkeys(scope for scope, _, _ in users))
+        sections = " / ".join(f"`c.{section}.{name}`" for _, section, _ in users)
+        setting = sections + (f", kernel.json `{name}`" if any(k for _, _, k in users) else "")
+        lines.append((var, f"| `{var}` | {scopes} | {setting} | {_cell(help_text)} |"))
+    return lines
 
 
 def _backends() -> Iterable[tuple[str, Any]]:
@@ -79,32 +81,36 @@ _TEST_BACKENDS = frozenset({"example", "example-broken", "example-incomplete"})
 
 
 def generate() -> str:
+    from .launcher import LAUNCHER_ENV
     from .listener import ResponseListener
     from .provisioner import GenericRemoteProvisioner
 
+    rows: _Rows = {}
+    _add_options(rows, "core", GenericRemoteProvisioner, kernel_json=True)
+    _add_options(rows, "core (listener)", ResponseListener, kernel_json=False)
     server: list[tuple[str, str]] = []
-    server += _option_rows("core", "GenericRemoteProvisioner", GenericRemoteProvisioner, kernel_json=True)
-    server += _option_rows("core (listener)", "ResponseListener", ResponseListener, kernel_json=False)
     for var, (scope, meaning) in PROCESS_ENV.items():
         server.append((var, f"| `{var}` | {scope} | (process-wide) | {_cell(meaning)} |"))
-    request: list[tuple[str, str]] = [
-        (var, f"| `{var}` | core | {_cell(meaning)} |")
-        for var, meaning in GenericRemoteProvisioner.request_env.items()
-    ]
+    requests: dict[tuple[str, str], list[str]] = {}
+    for var, meaning in GenericRemoteProvisioner.request_env.items():
+        requests.setdefault((var, meaning), []).append("core")
     for name, backend in _backends():
         options = backend.options_class
         if options is None:
             continue
-        server += _option_rows(f"`{name}`", options.__name__, options, kernel_json=True)
+        _add_options(rows, f"`{name}`", options, kernel_json=True)
         for var in options.secret_env:
             server.append(
                 (var, f"| `{var}` | `{name}` | (secret; not an option) | Read by the backend from the server's "
                  "environment only; never logged, never in a kernel's environment. |")
             )  # fmt: skip
-        request += [
-            (var, f"| `{var}` | `{name}` | {_cell(meaning)} |")
-            for var, meaning in options.request_env.items()
-        ]
+        for var, meaning in options.request_env.items():
+            requests.setdefault((var, meaning), []).append(f"`{name}`")
+    request = [
+        (var, f"| `{var}` | {', '.join(scopes)} | {_cell(meaning)} |")
+        for (var, meaning), scopes in requests.items()
+    ]
+    server += _option_lines(rows)
     launch = [
         f"| `{var}` | {_cell(meaning)} |" for var, meaning in GenericRemoteProvisioner.launch_env.items()
     ]
@@ -139,6 +145,12 @@ def generate() -> str:
         "| variable | meaning |",
         "|---|---|",
         *launch,
+        "",
+        "## Read by gp's launcher (where the kernel runs)",
+        "",
+        "| variable | meaning |",
+        "|---|---|",
+        *[f"| `{var}` | {_cell(meaning)} |" for var, meaning in LAUNCHER_ENV.items()],
         "",
     ]
     return "\n".join(lines)
