@@ -25,6 +25,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, List, TraitError, Unicode, default, validate
 from traitlets.config import Config
 
+from ._anchor_compat import report_anchor_config
 from .errors import (
     BackendError,
     GPError,
@@ -251,6 +252,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         except (TraitError, ValueError) as exc:
             config = kwargs.get("config") or getattr(kwargs.get("parent"), "config", None) or Config()
             raise config_error(type(self), config, _OWNER, exc) from exc
+        report_anchor_config(self.config, self.log)  # once per process: Gateway Provisioners' ignored settings
         assign_options(self, self.core_option_names(), core_values, _OWNER)
         if not self.backend:
             raise InvalidOptionError(
