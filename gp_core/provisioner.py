@@ -374,6 +374,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         self._handle = handle
         assert self._rollback is not None
         self._rollback.clear()  # from here on, terminate owns the clean-up
+        self._listener.expect_from(self.kernel_id, handle.get("ip"))  # spots an anchor launcher there
         try:
             report = await self._await_connection_info(deadline, launch_timeout)
         except BaseException as launch_error:
