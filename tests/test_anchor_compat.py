@@ -138,3 +138,36 @@ def test_the_report_names_the_file_setting_it(fresh_report: None, tmp_path: Path
     config = PyFileConfigLoader("jupyter_server_config.py", str(tmp_path)).load_config()
     notes = _anchor_compat.anchor_config_notes(config)
     assert notes == ["c.DockerSwarmProvisioner.image_name: not read by gp; it is c.DockerSwarmOptions.image"]
+
+
+def test_the_anchor_tables_name_real_gp_options() -> None:
+    """Every gp name the converter and the start-up report use exists in the installed backends."""
+    from gp_core.plugins import get_backend, installed_backends
+
+    core = set(GenericRemoteProvisioner.core_option_names())
+    assert set(_anchor.CORE_TRAITS) <= core
+    checked = 0
+    for anchor in _anchor.PROVISIONERS.values():
+        if anchor.backend is None or anchor.backend not in installed_backends():
+            continue
+        options = get_backend(anchor.backend).options_class
+        assert options is not None
+        if anchor.options_section is not None:
+            assert options.__name__ == anchor.options_section
+        for gp_option in _anchor.BACKEND_TRAITS[anchor.backend].values():
+            assert gp_option in options.option_names(), (anchor.backend, gp_option)
+            checked += 1
+    assert checked >= 4  # docker, docker-swarm and ssh are installed here
+
+
+def test_migration_guide_covers_every_anchor_name() -> None:
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "migration.md").read_text()
+    names = [
+        *_anchor.PROVISIONERS,
+        *(p.config_class for p in _anchor.PROVISIONERS.values()),
+        *_anchor.SHARED_CONFIG_CLASSES,
+        *(trait for traits in _anchor.BACKEND_TRAITS.values() for trait in traits),
+        *(name for name in _anchor.ENV_CHANGES if name != "EG_*"),
+    ]
+    missing = sorted({name for name in names if f"`{name}`" not in guide and f"`c.{name}" not in guide})
+    assert not missing, f"docs/migration.md does not mention: {missing}"
