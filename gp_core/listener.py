@@ -439,6 +439,17 @@ class ResponseListener(LoggingConfigurable):
             ):
                 return
 
+    def legacy_note(self, since: float) -> str:
+        """For a launch timeout: the Gateway Provisioners launchers seen since ``since`` (loop time) that
+        could not be tied to a launch, or ``""``."""
+        seen = sorted({peer for peer, at, _kind in self._legacy_seen if at >= since})
+        if not seen:
+            return ""
+        return (
+            f" Meanwhile a launcher speaking Gateway Provisioners' protocol connected from {', '.join(seen)}; "
+            f"if that was this kernel: {legacy.REBUILD}"
+        )
+
     def _legacy_launcher(self, raw: bytes, peer_ip: str, kind: str) -> str:
         """A payload in one of Gateway Provisioners' formats: fail its launch if it can be identified."""
         kernel_id = legacy.v0_kernel_id(raw, list(self._pending)) if kind == legacy.V0 else None

@@ -414,6 +414,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
                     f"Kernel {self.kernel_id} on gp backend {self.backend!r} did not report its connection "
                     f"info within {timeout:g} s (launch_timeout). Check that the kernel can reach "
                     f"{self._listener.response_address} (GP_RESPONSE_IP / GP_RESPONSE_PORT)."
+                    + self._listener.legacy_note(deadline - timeout)
                 )
             await asyncio.wait({pending.future}, timeout=min(self.poll_interval, remaining))
             if pending.future.done():

@@ -22,6 +22,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from gp_core import BackendError, Handle, Resources, StatusSource, WatchFeed, log_tail
 
+from ._kernelspec import IMAGE_LAUNCHER
 from ._options import APP_LABEL
 
 #: Label of the containers gp_docker._pool parks (defined here: both modules need it).
@@ -242,6 +243,18 @@ created_at: dict[str, float] = {}
 # Helpers
 
 
+def missing_launcher_hint(tail: str) -> str:
+    """What to do when the log says the image has no gp launcher (e.g. one built for Gateway Provisioners)."""
+    if "can't open file" not in tail or "/python/launch_ipykernel.py" not in tail:  # gp's path (no scripts/)
+        return ""
+    return (
+        "\nThe image has no gp launcher at the kernelspec's path: build it with gp's launcher (jupyter "
+        f"image-bootstrap install puts it at {IMAGE_LAUNCHER}). An image built for Gateway Provisioners "
+        "carries that project's launcher under kernel-launchers/python/scripts/, which gp cannot use; "
+        "see docs/migration.md."
+    )
+
+
 def wait_until(
     gone: Callable[[], bool], what: str, log: logging.Logger, timeout: float = GONE_TIMEOUT
 ) -> None:
@@ -375,7 +388,7 @@ def container_failure(handle: Handle) -> str:
         reason += f": {state['Error']}"
     return (
         f"Kernel container {handle['name']} {reason} during start-up. "
-        f"Last lines of its log:\n{log_tail(raw_log)}"
+        f"Last lines of its log:\n{log_tail(raw_log)}{missing_launcher_hint(log_tail(raw_log))}"
     )
 
 
@@ -532,7 +545,10 @@ def service_failure(handle: Handle, task: TaskStatus) -> str:
         tail = log_tail(raw_log)
     except SDK_ERRORS as exc:
         tail = f"(log unavailable: {describe(exc)})"
-    return f"Kernel service {handle['name']} failed to start: {reason}. Last lines of its log:\n{tail}"
+    return (
+        f"Kernel service {handle['name']} failed to start: {reason}. Last lines of its log:\n{tail}"
+        + missing_launcher_hint(tail)
+    )
 
 
 def signal_container(container_id: str, signum: int) -> bool:

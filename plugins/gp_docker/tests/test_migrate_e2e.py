@@ -54,3 +54,61 @@ async def test_a_converted_anchor_spec_runs_a_kernel(kernels, backend, tmp_path,
         await km.shutdown_kernel()
     assert not leftovers({kernel_id})
     shutil.rmtree(anchor_prefix)
+
+
+@pytest.fixture(scope="module")
+def anchor_image(docker_api_or_error, tmp_path_factory):
+    """A kernel image as Gateway Provisioners built them: its launchers and entrypoint, not gp's."""
+    if isinstance(docker_api_or_error, Exception):
+        pytest.fail(f"dockerd is not reachable ({docker_api_or_error})")
+    from gp_core._anchor_venv import anchor_venv
+
+    package = next((anchor_venv() / "lib").glob("python3*/site-packages")) / "gateway_provisioners"
+    context = tmp_path_factory.mktemp("anchor-image")
+    launchers = package / "kernel-launchers"
+    shutil.copytree(launchers / "python", context / "kernel-launchers" / "python",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copy(launchers / "shared/scripts/server_listener.py", context / "kernel-launchers/python/scripts")
+    shutil.copy(launchers / "bootstrap/bootstrap-kernel.sh", context / "bootstrap-kernel.sh")
+    (context / "Dockerfile").write_text(
+        f"FROM {IMAGE}\n"
+        "RUN rm -rf /usr/local/bin/kernel-launchers /usr/local/bin/bootstrap-kernel.sh\n"
+        "COPY kernel-launchers/ /usr/local/bin/kernel-launchers/\n"
+        "COPY bootstrap-kernel.sh /usr/local/bin/bootstrap-kernel.sh\n"
+        "RUN chmod -R a+rX /usr/local/bin && chmod a+x /usr/local/bin/bootstrap-kernel.sh\n"
+        "ENV KERNEL_LAUNCHERS_DIR=/usr/local/bin/kernel-launchers\n"
+    )
+    tag = "gp/kernel-py-anchor:" + IMAGE.rpartition(":")[2]
+    build = subprocess.run(
+        ["docker", "build", "-q", "-t", tag, str(context)],
+        capture_output=True, text=True, env={**__import__("os").environ, "DOCKER_BUILDKIT": "0"},
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    return tag
+
+
+async def test_a_converted_spec_on_an_unrebuilt_image_says_to_rebuild_it(kernels, backend, anchor_image):
+    """The image still has Gateway Provisioners' launcher: the launch fails at once, saying what to do."""
+    from gp_core import LaunchError, LaunchTimeoutError
+
+    kernels.spec("old-image", config={"image": anchor_image, "launch_timeout": 240})
+    km = kernels.manager("old-image")
+    with pytest.raises(LaunchError) as caught:
+        await kernels.start(km)
+    assert not isinstance(caught.value, LaunchTimeoutError)
+    assert "The image has no gp launcher" in str(caught.value)
+    assert "jupyter image-bootstrap install" in str(caught.value)
+
+
+async def test_the_anchors_entrypoint_is_named_when_its_launch_times_out(kernels, backend, anchor_image):
+    """The image's own (anchor) entrypoint runs the anchor's launcher: on the host network gp cannot tell
+    which launch its connection belongs to, so the launch times out, and the timeout says what was seen."""
+    from gp_core import LaunchTimeoutError
+
+    entrypoint = ["/bin/bash", "-c", "/usr/local/bin/bootstrap-kernel.sh; exit $?"]  # the anchor image's CMD
+    kernels.spec("old-entrypoint", argv=entrypoint, config={"image": anchor_image, "launch_timeout": 10})
+    km = kernels.manager("old-entrypoint")
+    with pytest.raises(LaunchTimeoutError) as caught:
+        await kernels.start(km)
+    assert "connected from 127.0.0.1" in str(caught.value)
+    assert "carries Gateway Provisioners' launcher" in str(caught.value)
