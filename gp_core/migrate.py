@@ -92,11 +92,20 @@ class Report:
 
 
 def find_kernelspecs(source: Path) -> list[Path]:
-    """``source`` itself when it holds a kernel.json, else its subdirectories that do."""
+    """``source`` itself when it holds a kernel.json, else its subdirectories that do; a bare name that is no
+    path is looked up as an installed kernelspec (``jupyter kernelspec list``)."""
     if (source / "kernel.json").is_file():
         return [source]
+    if not source.exists() and len(source.parts) == 1:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        installed = KernelSpecManager().find_kernel_specs()
+        if str(source) in installed:
+            return [Path(installed[str(source)])]
     if not source.is_dir():
-        raise InvalidOptionError(f"{source} is neither a kernelspec directory nor a directory of kernelspecs")
+        raise InvalidOptionError(
+            f"{source} is neither a kernelspec directory, a directory of kernelspecs nor an installed kernelspec's name"
+        )
     found = sorted(p.parent for p in source.glob("*/kernel.json"))
     if not found:
         raise InvalidOptionError(f"{source} holds no kernelspec (no kernel.json in it or its subdirectories)")
@@ -357,6 +366,10 @@ def convert_kernelspec(
     for key in ("interrupt_mode",):
         if key in old:
             spec[key] = old[key]
+    dropped_metadata = {"kernel_provisioner", "supported_encryption"}
+    for key, value in (old.get("metadata") or {}).items():  # the user's own metadata stays
+        if key not in dropped_metadata and key not in spec["metadata"]:
+            spec["metadata"][key] = value
     for path in spec_dir.iterdir():
         if path.is_file() and _RESOURCE_FILES.match(path.name) and not (staged / path.name).exists():
             shutil.copy2(path, staged / path.name)
@@ -582,6 +595,9 @@ def map_config_item(item: ConfigItem) -> tuple[str, str] | Note:
     if section in _anchor.SHARED_CONFIG_CLASSES:
         if section == "ContainerProvisionerBase" and trait == "image_name":
             return "DockerOptions", "image"
+        if section == "ContainerProvisionerBase" and trait == "executor_image_name":
+            return Note(what, "docker kernels have no Spark executors; for k8s and spark-operator kernels set "
+                        "their backends' executor_image option (gp-k8s, gp-sparkop)")  # fmt: skip
         return Note(what, f"{_anchor.ANCHOR} 0.5.0 had no such shared option")
     anchor = _anchor.provisioner_for_config_class(section)
     if anchor is None or anchor.backend is None:
@@ -760,10 +776,7 @@ def migrate(
                 backup = staged / f"kernel.json{BACKUP_SUFFIX}"
                 previous = spec_dir / f"kernel.json{BACKUP_SUFFIX}"
                 shutil.copy2(previous if previous.exists() else spec_dir / "kernel.json", backup)
-            if destination.exists():
-                shutil.rmtree(destination)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(staged, destination)
+            _swap_in(staged, destination)
             result.output = str(destination)
     if config is not None:
         result_config, text = convert_config(config)
@@ -781,6 +794,22 @@ def migrate(
                 target.write_text(text)
                 result_config.output = str(target)
     return report
+
+
+def _swap_in(staged: Path, destination: Path) -> None:
+    """Put ``staged`` at ``destination``: copied beside it first, so a failure leaves the old spec whole."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    incoming = destination.with_name(f".{destination.name}.gp-migrate-new")
+    outgoing = destination.with_name(f".{destination.name}.gp-migrate-old")
+    for leftover in (incoming, outgoing):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    shutil.copytree(staged, incoming)
+    if destination.exists():
+        destination.rename(outgoing)
+    incoming.rename(destination)
+    if outgoing.exists():
+        shutil.rmtree(outgoing)
 
 
 def render(report: Report) -> str:

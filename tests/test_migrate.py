@@ -365,3 +365,92 @@ def test_gp_run_starts_a_local_kernel(capsys: pytest.CaptureFixture[str]) -> Non
     code, result = gp("run", "--code", "print(6 * 7)", "--json")
     assert code == EXIT_OK, result
     assert result["output"] == "42\n" and result["alive_after_shutdown"] is False
+
+
+def _anchor_config_traits() -> dict[str, list[str]]:
+    """Every ``config=True`` trait each anchor class declares, read from gateway_provisioners' source."""
+    import ast
+
+    from gp_core._anchor_venv import anchor_venv
+
+    package = next((anchor_venv() / "lib").glob("python3*/site-packages")) / "gateway_provisioners"
+    declared: dict[str, list[str]] = {}
+    for source in package.glob("*.py"):
+        for node in ast.parse(source.read_text()).body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for statement in node.body:
+                if (
+                    isinstance(statement, ast.Assign)
+                    and isinstance(statement.value, ast.Call)
+                    and any(
+                        k.arg == "config" and getattr(k.value, "value", None) is True
+                        for k in statement.value.keywords
+                    )
+                ):
+                    declared.setdefault(node.name, []).extend(
+                        t.id for t in statement.targets if isinstance(t, ast.Name)
+                    )
+    return declared
+
+
+def test_every_documented_anchor_config_option_has_a_gp_name_or_a_reason() -> None:
+    """Each trait of each anchor class, as the anchor declares them (inherited ones included)."""
+    from gp_core import GenericRemoteProvisioner
+    from gp_core.migrate import ConfigItem, Note, map_config_item
+
+    declared = _anchor_config_traits()
+    mixin = declared["RemoteProvisionerConfigMixin"]
+    container = declared["ContainerProvisionerBase"]
+    assert set(mixin) == set(_anchor.CORE_TRAITS) and set(container) == {"image_name", "executor_image_name"}
+    inherited = {
+        "RemoteProvisionerConfigMixin": mixin,
+        "ContainerProvisionerBase": mixin + container,
+        "DockerProvisioner": mixin + container,
+        "DockerSwarmProvisioner": mixin + container,
+        "KubernetesProvisioner": mixin + container,
+        "CustomResourceProvisioner": mixin + container,
+        "SparkOperatorProvisioner": mixin + container,
+        "DistributedProvisioner": mixin + declared["DistributedProvisioner"],
+        "YarnProvisioner": mixin + declared["YarnProvisioner"],
+    }
+    sections = {"GenericRemoteProvisioner": GenericRemoteProvisioner}
+    for name in installed_backends():
+        options = (
+            get_backend(name).options_class if name in ("docker", "docker-swarm", "ssh", "local") else None
+        )
+        if options is not None:
+            sections[options.__name__] = options
+    for section, traits in inherited.items():
+        for trait in traits:
+            mapped = map_config_item(ConfigItem(section, trait, "x", "x"))
+            if isinstance(mapped, Note):
+                assert mapped.detail and "had no such" not in mapped.detail, (section, trait, mapped)
+            else:
+                gp_section, gp_trait = mapped
+                if gp_section in sections:
+                    assert gp_trait in sections[gp_section].class_trait_names(config=True), (section, trait)
+
+
+def test_a_kernelspec_is_found_by_name_and_keeps_its_own_metadata(
+    anchor_kernels: Path, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    kernels = tmp_path / "share" / "jupyter" / "kernels"
+    shutil.copytree(anchor_kernels / "docker_python", kernels / "docker_python")
+    spec = json.loads((kernels / "docker_python" / "kernel.json").read_text())
+    spec["metadata"]["owner"] = "data-team"
+    (kernels / "docker_python" / "kernel.json").write_text(json.dumps(spec))
+    env = {**_clean_env(), "JUPYTER_PATH": str(tmp_path / "share" / "jupyter"), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "gp_core.cli", "migrate", "docker_python", "--in-place", "--json"],
+        capture_output=True, text=True, env=env, cwd=tmp_path / "share",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["kernelspecs"][0]["output"] == str(kernels / "docker_python")
+    converted = json.loads((kernels / "docker_python" / "kernel.json").read_text())
+    assert converted["metadata"]["owner"] == "data-team"
+    assert "supported_encryption" not in converted["metadata"]
+    assert sorted(os.listdir(kernels)) == ["docker_python"]  # nothing left beside it
