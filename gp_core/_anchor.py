@@ -18,7 +18,7 @@ GP_IMAGE_LAUNCHER = "/usr/local/bin/kernel-launchers/python/launch_ipykernel.py"
 #: Where the anchor's ``jupyter image-bootstrap install`` put its launcher.
 ANCHOR_IMAGE_LAUNCHER = "/usr/local/bin/kernel-launchers/python/scripts/launch_ipykernel.py"
 REBUILD_IMAGE = (
-    "rebuild it with gp's launcher: `jupyter image-bootstrap install --dest ctx/bin` (gp-docker) and, in its "
+    "rebuild it with gp's launcher: `jupyter image-bootstrap install --dest ctx/bin` (gp-core) and, in its "
     "Dockerfile, `COPY bin/ /usr/local/bin/` (see docs/deployment.md); the image also needs ipykernel and "
     "pycryptodomex>=3.21"
 )

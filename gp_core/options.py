@@ -128,7 +128,7 @@ class BackendOptions(Configurable):
     secret_env: ClassVar[tuple[str, ...]] = ()
     #: ``KERNEL_*`` variables of a start request the backend reads, each with what it does (docs/reference.md
     #: is generated from these and the options' ``env_default`` declarations).
-    request_env: ClassVar[Mapping[str, str]] = {}
+    request_variables: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def option_names(cls) -> list[str]:

@@ -160,14 +160,15 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
     Keys other than this class's options are the backend's options; an unknown key is an error.
     """
 
-    #: Start-request variables core reads (docs/reference.md; backends declare theirs in ``request_env``).
-    request_env = {
+    #: Start-request variables core reads (docs/reference.md; backends declare theirs in
+    #: ``request_variables``).
+    request_variables = {
         "KERNEL_USERNAME": "The user starting the kernel (else the server's user), checked against "
         "authorized_users/unauthorized_users.",
         "KERNEL_LAUNCH_TIMEOUT": "This launch's timeout in seconds, at most max_launch_timeout.",
     }
     #: Variables core puts in every kernel's environment, whatever the request says.
-    launch_env = {
+    launch_variables = {
         "KERNEL_ID": "The kernel's id.",
         "KERNEL_USERNAME": "The (authorized) user who started it.",
         "KERNEL_LANGUAGE": "The kernelspec's language, unless the request set it.",

@@ -5,8 +5,8 @@ Server variables come from the options' declarations: each trait whose default i
 ``env_vars`` attribute of its function), with the trait's help,
 in core (``GenericRemoteProvisioner``, ``ResponseListener``) and in every installed backend's options
 class; plus the backends' ``secret_env`` and the few process-wide variables listed in
-:data:`PROCESS_ENV`. Request variables come from ``request_env`` (core's and each backend's), and the
-kernel's own from ``GenericRemoteProvisioner.launch_env``. CI regenerates the page and fails when the
+:data:`PROCESS_ENV`. Request variables come from ``request_variables`` (core's and each backend's), and the
+kernel's own from ``GenericRemoteProvisioner.launch_variables``. CI regenerates the page and fails when the
 checked-in one differs (tests/test_reference.py).
 """
 
@@ -92,7 +92,7 @@ def generate() -> str:
     for var, (scope, meaning) in PROCESS_ENV.items():
         server.append((var, f"| `{var}` | {scope} | (process-wide) | {_cell(meaning)} |"))
     requests: dict[tuple[str, str], list[str]] = {}
-    for var, meaning in GenericRemoteProvisioner.request_env.items():
+    for var, meaning in GenericRemoteProvisioner.request_variables.items():
         requests.setdefault((var, meaning), []).append("core")
     for name, backend in _backends():
         options = backend.options_class
@@ -104,7 +104,7 @@ def generate() -> str:
                 (var, f"| `{var}` | `{name}` | (secret; not an option) | Read by the backend from the server's "
                  "environment only; never logged, never in a kernel's environment. |")
             )  # fmt: skip
-        for var, meaning in options.request_env.items():
+        for var, meaning in options.request_variables.items():
             requests.setdefault((var, meaning), []).append(f"`{name}`")
     request = [
         (var, f"| `{var}` | {', '.join(scopes)} | {_cell(meaning)} |")
@@ -112,7 +112,8 @@ def generate() -> str:
     ]
     server += _option_lines(rows)
     launch = [
-        f"| `{var}` | {_cell(meaning)} |" for var, meaning in GenericRemoteProvisioner.launch_env.items()
+        f"| `{var}` | {_cell(meaning)} |"
+        for var, meaning in GenericRemoteProvisioner.launch_variables.items()
     ]
     lines = [
         "# Reference: every GP_* and KERNEL_* variable",

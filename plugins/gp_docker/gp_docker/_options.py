@@ -106,7 +106,7 @@ class DockerOptions(BackendOptions):
     :func:`gp_core.options.apply_policy`): kernel.json may tighten the server's values, never loosen them.
     """
 
-    request_env = {
+    request_variables = {
         "KERNEL_USERNAME": "First part of the container's (service's) name, {KERNEL_USERNAME}-{kernel_id}.",
         "KERNEL_IMAGE": "Another kernel image, only one allowed_images matches; the kernel's env gets the "
         "image it runs.",
