@@ -899,3 +899,12 @@ COMMAND = Command(
     run=run,
     render=_render,
 )
+
+
+def jupyter_main() -> None:
+    """``jupyter gp-migrate``: the same as ``gp migrate``."""
+    import sys
+
+    from .cli import main
+
+    sys.exit(main(["migrate", *sys.argv[1:]]))

@@ -454,3 +454,15 @@ def test_a_kernelspec_is_found_by_name_and_keeps_its_own_metadata(
     assert converted["metadata"]["owner"] == "data-team"
     assert "supported_encryption" not in converted["metadata"]
     assert sorted(os.listdir(kernels)) == ["docker_python"]  # nothing left beside it
+
+
+def test_jupyter_gp_migrate_is_gp_migrate() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="jupyter-gp-migrate")
+    assert script.value == "gp_core.migrate:jupyter_main"
+    done = subprocess.run(
+        [sys.executable, "-c", "from gp_core.migrate import jupyter_main; jupyter_main()", "--help"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0 and "--in-place" in done.stdout

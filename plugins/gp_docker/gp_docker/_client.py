@@ -23,12 +23,12 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from gp_core import BackendError, Handle, Resources, StatusSource, WatchFeed, log_tail
 
 from ._kernelspec import IMAGE_LAUNCHER
-from ._options import APP_LABEL
+from ._options import APP_LABEL, OWNER_LABEL
 
 #: Label of the containers gp_docker._pool parks (defined here: both modules need it).
 POOL_LABEL = "gp.pool"
 #: Filter of every listing: what gp-docker created, and nothing else on the daemon.
-KERNEL_FILTER = {"label": ["component=kernel", f"app={APP_LABEL}"]}
+KERNEL_FILTER = {"label": ["component=kernel", f"app={APP_LABEL}", "=".join(OWNER_LABEL)]}
 LOG_TAIL_LINES = 40
 #: How long terminate waits for the daemon to report a kernel's resources gone before giving up.
 GONE_TIMEOUT = 30.0
@@ -361,7 +361,7 @@ def _remove_stale_container(resources: Resources, log: logging.Logger) -> bool:
     ours = labels.get("kernel_id") == resources["labels"]["kernel_id"] or (
         "kernel_id" not in labels and POOL_LABEL in labels
     )
-    if not ours or labels.get("app") != APP_LABEL:
+    if not ours or labels.get("app") != APP_LABEL or labels.get(OWNER_LABEL[0]) != OWNER_LABEL[1]:
         raise BackendError(
             f"A container named {resources['name']} already exists and is not this kernel's; not touching it"
         )
@@ -510,7 +510,11 @@ def _remove_stale_service(resources: Resources, log: logging.Logger) -> bool:
     except NotFound:
         return True
     labels = (service.get("Spec") or {}).get("Labels") or {}
-    if labels.get("kernel_id") != resources["labels"]["kernel_id"] or labels.get("app") != APP_LABEL:
+    if (
+        labels.get("kernel_id") != resources["labels"]["kernel_id"]
+        or labels.get("app") != APP_LABEL
+        or labels.get(OWNER_LABEL[0]) != OWNER_LABEL[1]
+    ):
         raise BackendError(
             f"A swarm service named {resources['name']} already exists and is not this kernel's; "
             "not touching it"

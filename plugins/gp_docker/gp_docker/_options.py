@@ -18,6 +18,9 @@ from gp_core import BackendOptions, env_default, parse_memory
 #: Value of the ``app`` label on everything gp-docker creates; status listings filter on it. Gateway
 #: Provisioners' value, so the filters of existing monitoring and clean-up scripts keep working.
 APP_LABEL = "gateway-provisioners"
+#: A label only gp sets (``gp.owner=gp``): listings and clean-up filter on it too, so containers the anchor's
+#: own provisioners create on the same daemon (same three labels) are never taken for gp's.
+OWNER_LABEL = ("gp.owner", "gp")
 #: The most containers one pool may keep parked.
 MAX_POOL_SIZE = 32
 #: The highest uid/gid a container may run as: uint32, minus (uid_t)-1, which means "unchanged".

@@ -112,3 +112,33 @@ async def test_the_anchors_entrypoint_is_named_when_its_launch_times_out(kernels
         await kernels.start(km)
     assert "connected from 127.0.0.1" in str(caught.value)
     assert "carries Gateway Provisioners' launcher" in str(caught.value)
+
+
+@pytest.mark.parametrize("backend", ["docker"], indirect=True)  # containers (a swarm kernel is a service)
+async def test_the_anchors_containers_are_never_taken_for_gps(kernels, docker_api):
+    """Gateway Provisioners' own provisioner may run on the same daemon during a migration: its containers
+    carry the same kernel_id/component/app labels, but not gp.owner, so gp neither lists nor replaces them."""
+    import uuid
+
+    from gp_docker import _client
+
+    from gp_core import BackendError
+    from gp_core.testing import kernel_env
+
+    assert "gp.owner=gp" in _client.KERNEL_FILTER["label"]
+    kernel_id = str(uuid.uuid4())
+    anchors = docker_api.create_container(
+        IMAGE, command=["sleep", "60"], name=f"gp-tester-{kernel_id}",
+        labels={"kernel_id": kernel_id, "component": "kernel", "app": "gateway-provisioners"},
+    )  # fmt: skip
+    try:
+        kernels.spec("k")
+        km = kernels.manager("k")
+        kernels.kernel_ids.add(kernel_id)
+        with pytest.raises(BackendError, match="is not this kernel's"):
+            await km.start_kernel(kernel_id=kernel_id, env=kernel_env())
+        assert docker_api.inspect_container(anchors["Id"])["Id"] == anchors["Id"]  # left alone
+        listed = docker_api.containers(all=True, filters=_client.KERNEL_FILTER)
+        assert anchors["Id"] not in {row["Id"] for row in listed}
+    finally:
+        docker_api.remove_container(anchors["Id"], force=True)
