@@ -296,10 +296,9 @@ def convert_kernelspec(
         installer_args.append(f"--authorized-users={user}")
     for user in core_values.get("unauthorized_users", []):
         installer_args.append(f"--unauthorized-users={user}")
-    if "port_range" in core_values:
-        installer_args.append(f"--port-range={core_values['port_range']}")
-    if "launch_timeout" in core_values:
-        installer_args.append(f"--launch-timeout={core_values['launch_timeout']}")
+    # Explicit, so the migrating shell's GP_PORT_RANGE / GP_LAUNCH_TIMEOUT (the installers' defaults) stay out.
+    installer_args.append(f"--port-range={core_values.get('port_range', '0..0')}")
+    installer_args.append(f"--launch-timeout={core_values.get('launch_timeout', 30)}")
     extra_config: dict[str, Any] = {}
     if backend in ("docker", "docker-swarm"):
         if "image" in backend_values:
@@ -350,6 +349,8 @@ def convert_kernelspec(
             result.status, result.error = "failed", f"gp's installer refused the equivalent options: {exc}"
             return result, None, None
         spec["metadata"]["kernel_provisioner"]["config"].update(extra_config)
+        if "launch_timeout" not in core_values:  # the server's launch timeout applies, as it did
+            spec["metadata"]["kernel_provisioner"]["config"].pop("launch_timeout", None)
         if backend == "ssh" and cluster_type and not uses_run_sh and "--cluster-type" not in spec["argv"]:
             spec["argv"] += ["--cluster-type", cluster_type]
         unmatched_env = {k: v for k, v in env.items() if k not in spec.get("env", {}) and not uses_run_sh}

@@ -466,3 +466,24 @@ def test_jupyter_gp_migrate_is_gp_migrate() -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0 and "--in-place" in done.stdout
+
+
+def test_the_migrating_shells_environment_stays_out_of_the_spec(tmp_path: Path) -> None:
+    """A spec without launch_timeout/port_range keeps taking the server's at launch, as under the anchor."""
+    spec = tmp_path / "hand_written"
+    spec.mkdir()
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": ["python", "launch_docker.py"], "language": "python", "display_name": "hand written",
+        "metadata": {"kernel_provisioner": {"provisioner_name": "docker-provisioner",
+                                            "config": {"image_name": "my/kernel:1"}}},
+    }))  # fmt: skip
+    env = {**_clean_env(), "GP_LAUNCH_TIMEOUT": "99", "GP_PORT_RANGE": "40000..41000"}
+    done = subprocess.run(
+        [sys.executable, "-m", "gp_core.cli", "migrate", str(spec), "--output", str(tmp_path / "out"), "--json"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = json.loads((tmp_path / "out/hand_written/kernel.json").read_text())["metadata"][
+        "kernel_provisioner"
+    ]
+    assert config["config"] == {"backend": "docker", "image": "my/kernel:1"}
