@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
 import re
 import shlex
@@ -130,7 +131,7 @@ def _gp_installer(command: str) -> type | None:
     for ep in entry_points(group="console_scripts", name=f"jupyter-{command}"):
         module, _, attribute = ep.value.partition(":")
         try:
-            app_class: Any = __import__(module, fromlist=["_"])
+            app_class: Any = importlib.import_module(module)
             for part in (
                 attribute.split(".")[:-1] if attribute.endswith("launch_instance") else attribute.split(".")
             ):
@@ -138,7 +139,7 @@ def _gp_installer(command: str) -> type | None:
             install = app_class.subcommands["install"][0]
             if isinstance(install, str):
                 mod, _, cls = install.rpartition(".")
-                install = getattr(__import__(mod, fromlist=["_"]), cls)
+                install = getattr(importlib.import_module(mod), cls)
         except Exception:
             continue
         if isinstance(install, type) and issubclass(install, InstallSpecApp):
@@ -761,7 +762,11 @@ def migrate(
     with tempfile.TemporaryDirectory() as staging_dir:
         staging = Path(staging_dir)
         for spec_dir in specs:
-            result, spec, staged = convert_kernelspec(spec_dir, staging)
+            try:
+                result, spec, staged = convert_kernelspec(spec_dir, staging)
+            except (GPError, ValueError, LookupError, OSError) as exc:  # one bad spec must not stop the rest
+                result = SpecResult(source=str(spec_dir), name=spec_dir.name, status="failed", error=str(exc))
+                spec = staged = None
             report.kernelspecs.append(result)
             if spec is None or staged is None:
                 continue

@@ -487,3 +487,18 @@ def test_the_migrating_shells_environment_stays_out_of_the_spec(tmp_path: Path) 
         "kernel_provisioner"
     ]
     assert config["config"] == {"backend": "docker", "image": "my/kernel:1"}
+
+
+def test_one_unreadable_spec_does_not_stop_the_others(anchor_kernels: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(anchor_kernels / "ssh_spark", tmp_path / "in" / "ssh_spark")
+    shutil.copytree(anchor_kernels / "docker_python", tmp_path / "in" / "docker_python")
+    broken = json.loads((tmp_path / "in/ssh_spark/kernel.json").read_text())
+    broken["env"]["SPARK_OPTS"] = "--master 'yarn"  # unbalanced quote
+    (tmp_path / "in/ssh_spark/kernel.json").write_text(json.dumps(broken))
+    code, report = gp("migrate", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--json")
+    assert code == EXIT_FAILED
+    status = {spec["name"]: spec["status"] for spec in report["kernelspecs"]}
+    assert status == {"docker_python": "converted", "ssh_spark": "failed"}
+    assert (tmp_path / "out/docker_python/kernel.json").is_file()
