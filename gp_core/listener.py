@@ -450,10 +450,15 @@ class ResponseListener(LoggingConfigurable):
             f"if that was this kernel: {legacy.REBUILD}"
         )
 
-    def _legacy_launcher(self, raw: bytes, peer_ip: str, kind: str) -> str:
-        """A payload in one of Gateway Provisioners' formats: fail its launch if it can be identified."""
-        kernel_id = legacy.v0_kernel_id(raw, list(self._pending)) if kind == legacy.V0 else None
-        if kernel_id is not None:
+    def _legacy_launcher(self, raw: bytes, peer_ip: str, kind: str) -> str | None:
+        """A payload in one of Gateway Provisioners' formats: fail its launch if it can be identified.
+
+        None when it is not one after all (a "version 0" shape that opens with no pending kernel id is
+        just base64 garbage, rejected like any other garbage)."""
+        if kind == legacy.V0:
+            kernel_id = legacy.v0_kernel_id(raw, list(self._pending))
+            if kernel_id is None:
+                return None
             self._fail_launch(kernel_id, kind, peer_ip)
         elif not self._fail_legacy_launch(peer_ip, kind):
             assert self._loop is not None
@@ -525,8 +530,9 @@ class ResponseListener(LoggingConfigurable):
 
     def _accept_payload(self, raw: bytes, peer_ip: str) -> dict[str, Any]:
         kind = legacy.recognise(raw)
-        if kind is not None:
-            raise ProtocolError(self._legacy_launcher(raw, peer_ip, kind))
+        message = self._legacy_launcher(raw, peer_ip, kind) if kind is not None else None
+        if message is not None:
+            raise ProtocolError(message)
         kernel_id, info = self._key.open_payload(raw, expected=self._pending.__contains__)
         pending = self._pending.get(kernel_id)
         if pending is None:  # unregistered while the payload was being opened

@@ -183,3 +183,14 @@ async def test_the_real_anchor_launcher_fails_the_launch_at_once(
     assert "carries Gateway Provisioners' launcher" in str(caught.value)
     assert "closed without sending anything" in str(caught.value)
     assert not km.has_kernel
+
+
+async def test_base64_garbage_is_not_taken_for_a_legacy_launcher(listener: ResponseListener) -> None:
+    """A "version 0" shape that opens with no pending kernel id fails nobody's launch, even from the
+    address of a pending one: it is rejected like any garbage."""
+    pending = listener.register("kernel-e")
+    listener.expect_from("kernel-e", "127.0.0.1")
+    reply = await deliver(listener, base64.b64encode(b"x" * 32))
+    assert reply["ok"] is False and "not valid UTF-8 JSON" in reply["error"]
+    await asyncio.sleep(0.1)
+    assert not pending.future.done()
