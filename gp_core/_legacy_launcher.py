@@ -12,9 +12,9 @@ An image or host that still carries the anchor's launcher reaches gp's listener 
   ``kernel_id[:16]``. Trying each pending kernel id, as the anchor did, names the kernel.
 
 The listener fails the pending launch at once when it can tell which launch the payload belongs to: a
-v0 payload that opens with its kernel id, or any of the three from the address of exactly one pending
-launch whose backend reported that address (``PendingLaunch.address``). Otherwise it logs what it saw,
-and the launch times out as before.
+v0 payload that opens with its kernel id (one that opens with none is just garbage), or an empty or v1
+one from the address of exactly one pending launch whose backend reported that address
+(``PendingLaunch.address``). Otherwise it logs what it saw, and a launch that then times out says so.
 """
 
 from __future__ import annotations
