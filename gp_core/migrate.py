@@ -176,6 +176,9 @@ def _spark_settings(env: dict[str, str]) -> dict[str, str]:
     }
 
 
+#: Backends whose gp installer's flags the conversion knows (their installers exist now).
+_INSTALLER_BACKENDS = frozenset({"docker", "docker-swarm", "ssh"})
+
 #: What the anchor's installers substitute by default, for a kernel.json its --yarn-endpoint bug left
 #: unfinalised (the exception was swallowed before the substitution).
 _ANCHOR_DEFAULTS = {
@@ -335,7 +338,11 @@ def convert_kernelspec(
             installer_args.append(f"--python={argv[0]}")
     extra_config.update(backend_values)
 
-    installer = _gp_installer(anchor.installer) if anchor.installer else None
+    # gp's installer is used where this module knows its flags: docker-spec and ssh-spec (Spark kernels of
+    # the other backends run through run.sh, which their installers may not write). The rest is by rule.
+    installer = (
+        _gp_installer(anchor.installer) if anchor.installer and backend in _INSTALLER_BACKENDS else None
+    )
     staged = staging / spec_dir.name
     if staged.exists():
         shutil.rmtree(staged)
@@ -349,6 +356,13 @@ def convert_kernelspec(
         except (GPError, ValueError, LookupError) as exc:
             result.status, result.error = "failed", f"gp's installer refused the equivalent options: {exc}"
             return result, None, None
+        written_backend = spec["metadata"]["kernel_provisioner"]["config"].get("backend")
+        if written_backend != backend:
+            result.status = "failed"
+            result.error = (
+                f"gp's {anchor.installer} installer wrote backend {written_backend!r}, not {backend!r}"
+            )
+            return result, None, None
         spec["metadata"]["kernel_provisioner"]["config"].update(extra_config)
         if "launch_timeout" not in core_values:  # the server's launch timeout applies, as it did
             spec["metadata"]["kernel_provisioner"]["config"].pop("launch_timeout", None)
@@ -358,13 +372,14 @@ def convert_kernelspec(
         spec.setdefault("env", {}).update(unmatched_env)
     else:
         spec = _convert_by_rule(old, backend, argv, env, core_values, extra_config, staged, spec_dir, result)
-        result.not_carried.append(
-            Note(
-                f"validation against gp backend {backend!r}",
-                f"{anchor.distribution} is not installed (or has no installer yet): converted by rule, "
-                "not validated; run gp migrate again once it is installed",
+        if _installed_backend(backend) is None:
+            result.not_carried.append(
+                Note(
+                    f"validation against gp backend {backend!r}",
+                    f"{anchor.distribution} is not installed: converted by rule, not validated; run gp "
+                    "migrate again once it is installed",
+                )
             )
-        )
     for key in ("interrupt_mode",):
         if key in old:
             spec[key] = old[key]
