@@ -347,7 +347,7 @@ def convert_kernelspec(
     if staged.exists():
         shutil.rmtree(staged)
     staged.mkdir(parents=True)
-    if installer is not None:
+    if installer is not None and anchor.installer is not None:
         result.equivalent_command = shlex.join(["jupyter", anchor.installer, "install", *installer_args])
         app = installer()
         try:

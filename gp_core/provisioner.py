@@ -253,7 +253,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         except (TraitError, ValueError) as exc:
             config = kwargs.get("config") or getattr(kwargs.get("parent"), "config", None) or Config()
             raise config_error(type(self), config, _OWNER, exc) from exc
-        report_anchor_config(self.config, self.log)  # once per process: Gateway Provisioners' ignored settings
+        report_anchor_config(
+            self.config, self.log
+        )  # once per process: Gateway Provisioners' ignored settings
         assign_options(self, self.core_option_names(), core_values, _OWNER)
         if not self.backend:
             raise InvalidOptionError(
