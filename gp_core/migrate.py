@@ -61,6 +61,8 @@ class SpecResult:
     changed: list[Note] = field(default_factory=list)
     not_carried: list[Note] = field(default_factory=list)
     rebuild: list[Note] = field(default_factory=list)
+    #: What the server's configuration must allow for the converted spec (gp's security policies).
+    server_config: list[Note] = field(default_factory=list)
     error: str = ""
 
 
@@ -392,12 +394,23 @@ def convert_kernelspec(
             shutil.copy2(path, staged / path.name)
 
     if _installed_backend(backend) is not None:
+        from traitlets.config import Config
+
+        needed = policy_requirements(spec)
         try:
-            validate_kernelspec(spec, staged)
+            validate_kernelspec(spec, staged, Config(needed))
         except (GPError, ValueError, LookupError) as exc:
             result.status, result.error = "failed", f"the converted spec does not validate in gp: {exc}"
             return result, None, None
         result.validated = True
+        for section, options in needed.items():
+            for name, values in options.items():
+                result.server_config.append(
+                    Note(f"c.{section}.{name}", f"must allow {', '.join(map(str, values))} (with what it allows "
+                         f"now): in gp a kernel.json "
+                         f"{name} may only narrow the server's (a security policy; the anchor took any per-kernel "
+                         "value). Set it in the server config or its GP_* variable")
+                )  # fmt: skip
 
     image = backend_values.get("image") or old_config.get("image_name")
     if backend in ("docker", "docker-swarm", "k8s", "spark-operator"):
@@ -482,12 +495,14 @@ def _convert_by_rule(
     }
 
 
-def validate_kernelspec(spec: dict[str, Any], spec_dir: Path) -> None:
-    """Load ``spec``'s provisioner config through gp's option validation (every key, every value).
+def validate_kernelspec(spec: dict[str, Any], spec_dir: Path, server: Any = None) -> None:
+    """Load ``spec``'s provisioner config through gp's option validation (every key, every value), as a
+    server with traitlets config ``server`` (default: none; the ``GP_*`` environment applies) would.
 
     :raises InvalidOptionError: Naming what is wrong.
     """
     from jupyter_client.kernelspec import KernelSpec
+    from traitlets.config import Config, Configurable
 
     from .provisioner import GenericRemoteProvisioner
 
@@ -500,8 +515,35 @@ def validate_kernelspec(spec: dict[str, Any], spec_dir: Path) -> None:
         resource_dir=str(spec_dir), **{k: v for k, v in spec.items() if k in KernelSpec.class_trait_names()}
     )
     GenericRemoteProvisioner(
-        kernel_id="gp-migrate-check", kernel_spec=kernel_spec, **dict(provisioner.get("config", {}))
+        kernel_id="gp-migrate-check",
+        kernel_spec=kernel_spec,
+        parent=Configurable(config=server or Config()),
+        **dict(provisioner.get("config", {})),
     )
+
+
+def policy_requirements(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The server settings a converted spec's "allow" policy values need (gp's kernel.json may only narrow
+    the server's list of, e.g., remote_hosts; the anchor took any per-kernel list): section -> option -> value."""
+    from .provisioner import GenericRemoteProvisioner
+
+    config = dict(spec.get("metadata", {}).get("kernel_provisioner", {}).get("config", {}))
+    backend = _installed_backend(str(config.get("backend", "")))
+    if backend is None:
+        return {}
+    # What this server allows now (its GP_* environment and defaults): an empty list allows anything.
+    server_core = GenericRemoteProvisioner(backend=backend.name)
+    server_backend = backend.make_options({}) if backend.options_class is not None else None
+    needed: dict[str, dict[str, Any]] = {}
+    for name, value in config.items():
+        for cls, server in ((GenericRemoteProvisioner, server_core), (backend.options_class, server_backend)):
+            trait = cls.class_traits().get(name) if cls is not None else None
+            if trait is None or trait.metadata.get("policy") != "allow" or not value:
+                continue
+            allowed = list(getattr(server, name, []) or [])
+            if allowed and not set(value) <= set(allowed):
+                needed.setdefault(cls.__name__, {})[name] = sorted(set(allowed) | set(value))
+    return needed
 
 
 # ---------------------------------------------------------------------------------------------- server config
@@ -848,6 +890,7 @@ def render(report: Report) -> str:
         for title, notes in (
             ("changed", spec.changed),
             ("not carried over", spec.not_carried),
+            ("server config", spec.server_config),
             ("rebuild", spec.rebuild),
         ):
             for note in notes:

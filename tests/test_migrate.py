@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from traitlets.config import Config
 
 from gp_core import _anchor
 from gp_core._anchor_venv import anchor_jupyter
 from gp_core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Command, commands, main, register_command
-from gp_core.migrate import validate_kernelspec
+from gp_core.migrate import policy_requirements, validate_kernelspec
 from gp_core.plugins import get_backend, installed_backends
 
 #: (kernel name, the anchor installer's arguments)
@@ -93,7 +94,8 @@ def test_every_anchor_installer_variant_converts(anchor_kernels: Path, tmp_path:
         if spec["backend"] in installed:
             # The converted spec passes gp's option validation: every key known, every value valid.
             assert spec["validated"], spec
-            validate_kernelspec(written, tmp_path / name)
+            # ... given a server that allows what the spec's policy values name (gp's floor).
+            validate_kernelspec(written, tmp_path / name, Config(policy_requirements(written)))
             backend_keys = set(provisioner["config"]) - set(_core_options())
             assert backend_keys <= set(get_backend(spec["backend"]).options_class.option_names())
         else:
@@ -126,6 +128,9 @@ def test_every_anchor_installer_variant_converts(anchor_kernels: Path, tmp_path:
     assert any("transport" in n["what"] for n in results["docker_python"]["not_carried"])
     assert results["docker_python"]["equivalent_command"].startswith("jupyter docker-spec install")
     assert any("--yarn-endpoint bug" in n["detail"] for n in results["yarn_endpoint"]["changed"])
+    # The anchor took any per-kernel host list; gp's server must allow the hosts: the report says so.
+    (needed,) = results["ssh_python"]["server_config"]
+    assert needed["what"] == "c.SshOptions.remote_hosts" and needed["detail"].startswith("must allow h1, h2, localhost")
 
 
 def _core_options() -> list[str]:
@@ -140,8 +145,12 @@ def _gp_launcher() -> bytes:
     return LAUNCHER_PATH.read_bytes()
 
 
-def test_converted_specs_load_through_jupyter_client(anchor_kernels: Path, tmp_path: Path) -> None:
-    """jupyter_client builds gp's provisioner from each converted spec of an installed backend."""
+def test_converted_specs_load_through_jupyter_client(
+    anchor_kernels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jupyter_client builds gp's provisioner from each converted spec of an installed backend (on a server
+    allowing the ssh spec's hosts, as the report asks)."""
+    monkeypatch.setenv("GP_REMOTE_HOSTS", "h1,h2")
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.provisioning.factory import KernelProvisionerFactory
 

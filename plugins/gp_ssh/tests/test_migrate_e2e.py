@@ -43,6 +43,7 @@ async def test_a_converted_anchor_spec_runs_a_kernel(
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     (result,) = json.loads(migrated.stdout)["kernelspecs"]
     assert result["backend"] == "ssh" and result["validated"]
+    assert result["server_config"] == []  # this server's GP_REMOTE_HOSTS (conftest) allows both hosts
     config = json.loads((out / "converted/kernel.json").read_text())["metadata"]["kernel_provisioner"][
         "config"
     ]
