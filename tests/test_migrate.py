@@ -130,7 +130,9 @@ def test_every_anchor_installer_variant_converts(anchor_kernels: Path, tmp_path:
     assert any("--yarn-endpoint bug" in n["detail"] for n in results["yarn_endpoint"]["changed"])
     # The anchor took any per-kernel host list; gp's server must allow the hosts: the report says so.
     (needed,) = results["ssh_python"]["server_config"]
-    assert needed["what"] == "c.SshOptions.remote_hosts" and needed["detail"].startswith("must allow h1, h2, localhost")
+    assert needed["what"] == "c.SshOptions.remote_hosts" and needed["detail"].startswith(
+        "must allow h1, h2, localhost"
+    )
 
 
 def _core_options() -> list[str]:

@@ -30,6 +30,8 @@ LAUNCHER_ENV: dict[str, str] = {
     "GP_KERNEL_IP": "--ip when not given: the address the kernel binds (default 0.0.0.0; the local backend "
     "sets its kernel_ip).",
     "KERNEL_NAME": "The kernel_name reported in the connection info.",
+    "GP_CONNECTION_DIR": "Where the launcher makes its private connection directory (it holds the kernel's "
+    "key; default the temp dir); the local and ssh backends give one of theirs and remove it with the kernel.",
 }
 
 __all__ = ["LAUNCHER_ENV", "LAUNCHER_PATH", "PLACEHOLDER_ARGS"]
