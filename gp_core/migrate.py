@@ -36,7 +36,7 @@ from .errors import GPError, InvalidOptionError
 from .launcher import LAUNCHER_PATH, PLACEHOLDER_ARGS
 
 BACKUP_SUFFIX = ".gateway-provisioners"
-_RESOURCE_FILES = re.compile(r"^(logo-.*\.(png|svg)|kernel\.js|kernel\.css)$")
+_RESOURCE_FILES = re.compile(r"logo-.*\.(png|svg)|kernel\.js|kernel\.css")  # fullmatch
 _ANCHOR_PLACEHOLDER = re.compile(r"\$\{[a-z_]+\}")
 
 
@@ -390,7 +390,7 @@ def convert_kernelspec(
         if key not in dropped_metadata and key not in spec["metadata"]:
             spec["metadata"][key] = value
     for path in spec_dir.iterdir():
-        if path.is_file() and _RESOURCE_FILES.match(path.name) and not (staged / path.name).exists():
+        if path.is_file() and _RESOURCE_FILES.fullmatch(path.name) and not (staged / path.name).exists():
             shutil.copy2(path, staged / path.name)
 
     if _installed_backend(backend) is not None:
