@@ -14,6 +14,7 @@ reads after every connection, so a flood of connects cannot starve them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import hmac
 import json
@@ -30,7 +31,8 @@ from jupyter_client.localinterfaces import public_ips
 from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .errors import GPError, ProtocolError
+from . import _legacy_launcher as legacy
+from .errors import GPError, LaunchError, ProtocolError
 from .options import env_default, parse_list
 from .protocol import MAX_PAYLOAD_BYTES, ServerKey, new_launch_token
 from .untrusted import loggable
@@ -98,6 +100,9 @@ class PendingLaunch:
     kernel_id: str
     token: str = field(repr=False)
     future: asyncio.Future[LaunchReport] = field(repr=False)
+    #: The kernel's address as its backend reported it (``expect_from``); None until then.
+    address: str | None = None
+    registered_at: float = 0.0
 
 
 class ResponseListener(LoggingConfigurable):
@@ -161,6 +166,8 @@ class ResponseListener(LoggingConfigurable):
     @default("response_ip")
     def _response_ip_default(self) -> str:
         return os.environ.get("GP_RESPONSE_IP") or self._first_allowed_ip()
+
+    _response_ip_default.func.env_vars = ("GP_RESPONSE_IP",)  # type: ignore[attr-defined]  # for gp reference
 
     @validate("prohibited_local_ips")
     def _check_patterns(self, proposal: Any) -> list[str]:
@@ -229,6 +236,8 @@ class ResponseListener(LoggingConfigurable):
         self._sock: socket.socket | None = None
         self._server: asyncio.Task[None] | None = None  # the accept loop
         self.response_address = ""
+        #: Gateway Provisioners launchers seen but not yet tied to a launch: (peer ip, loop time, kind).
+        self._legacy_seen: collections.deque[tuple[str, float, str]] = collections.deque(maxlen=32)
 
     @property
     def connections_reading(self) -> int:
@@ -342,7 +351,9 @@ class ResponseListener(LoggingConfigurable):
         old = self._pending.pop(kernel_id, None)
         if old is not None:
             old.future.cancel()
-        pending = PendingLaunch(kernel_id, new_launch_token(), self._loop.create_future())
+        pending = PendingLaunch(
+            kernel_id, new_launch_token(), self._loop.create_future(), registered_at=self._loop.time()
+        )
         self._pending[kernel_id] = pending
         return pending
 
@@ -413,6 +424,61 @@ class ResponseListener(LoggingConfigurable):
             self._shed_count = 0
             self._shed_reported = now
 
+    def expect_from(self, kernel_id: str, address: str | None) -> None:
+        """Record the address the backend reported for a pending launch: a Gateway Provisioners launcher
+        reporting from it (before or after this call) then fails that launch at once."""
+        pending = self._pending.get(kernel_id)
+        if pending is None or not address:
+            return
+        pending.address = address
+        for peer_ip, seen_at, kind in list(self._legacy_seen):
+            if (
+                peer_ip == address
+                and seen_at >= pending.registered_at
+                and self._fail_legacy_launch(peer_ip, kind)
+            ):
+                return
+
+    def legacy_note(self, since: float) -> str:
+        """For a launch timeout: the Gateway Provisioners launchers seen since ``since`` (loop time) that
+        could not be tied to a launch, or ``""``."""
+        seen = sorted({peer for peer, at, _kind in self._legacy_seen if at >= since})
+        if not seen:
+            return ""
+        return (
+            f" Meanwhile a launcher speaking Gateway Provisioners' protocol connected from {', '.join(seen)}; "
+            f"if that was this kernel: {legacy.REBUILD}"
+        )
+
+    def _legacy_launcher(self, raw: bytes, peer_ip: str, kind: str) -> str | None:
+        """A payload in one of Gateway Provisioners' formats: fail its launch if it can be identified.
+
+        None when it is not one after all (a "version 0" shape that opens with no pending kernel id is
+        just base64 garbage, rejected like any other garbage)."""
+        if kind == legacy.V0:
+            kernel_id = legacy.v0_kernel_id(raw, list(self._pending))
+            if kernel_id is None:
+                return None
+            self._fail_launch(kernel_id, kind, peer_ip)
+        elif not self._fail_legacy_launch(peer_ip, kind):
+            assert self._loop is not None
+            self._legacy_seen.append((peer_ip, self._loop.time(), kind))
+            return f"{legacy.describe(kind, peer_ip)}; no pending launch is known at that address. {legacy.REBUILD}"
+        return f"{legacy.describe(kind, peer_ip)}. {legacy.REBUILD}"
+
+    def _fail_legacy_launch(self, peer_ip: str, kind: str) -> bool:
+        """Fail the one pending launch whose backend reported ``peer_ip``; False when none or several did."""
+        matches = [p for p in self._pending.values() if p.address == peer_ip and not p.future.done()]
+        if len(matches) != 1:
+            return False
+        self._fail_launch(matches[0].kernel_id, kind, peer_ip)
+        return True
+
+    def _fail_launch(self, kernel_id: str, kind: str, peer_ip: str) -> None:
+        pending = self._pending.pop(kernel_id, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(LaunchError(legacy.launch_error_message(kernel_id, kind, peer_ip)))
+
     async def _serve_connection(self, reading: _Reading) -> None:
         task = asyncio.current_task()
         if task is not None:
@@ -463,6 +529,10 @@ class ResponseListener(LoggingConfigurable):
         return b"".join(chunks)
 
     def _accept_payload(self, raw: bytes, peer_ip: str) -> dict[str, Any]:
+        kind = legacy.recognise(raw)
+        message = self._legacy_launcher(raw, peer_ip, kind) if kind is not None else None
+        if message is not None:
+            raise ProtocolError(message)
         kernel_id, info = self._key.open_payload(raw, expected=self._pending.__contains__)
         pending = self._pending.get(kernel_id)
         if pending is None:  # unregistered while the payload was being opened

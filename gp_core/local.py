@@ -43,6 +43,8 @@ _swept = False
 class LocalOptions(BackendOptions):
     """Options of the ``local`` backend (server config: ``c.LocalOptions.<name>``)."""
 
+    request_variables = {"KERNEL_WORKING_DIR": "The kernel's working directory (else the server's)."}
+
     kernel_ip = Unicode(config=True, help="Address the kernel binds (env GP_LOCAL_KERNEL_IP).")
     log_dir = Unicode(config=True, help="Where kernel logs go while the kernel runs (env GP_KERNEL_LOG_DIR).")
     inherit_server_env = Bool(

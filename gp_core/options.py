@@ -126,6 +126,9 @@ class BackendOptions(Configurable):
     #: Server environment variables that hold the backend's secrets (e.g. a password). Core drops them
     #: from the environment of every kernel this backend starts, even when a kernelspec names them.
     secret_env: ClassVar[tuple[str, ...]] = ()
+    #: ``KERNEL_*`` variables of a start request the backend reads, each with what it does (docs/reference.md
+    #: is generated from these and the options' ``env_default`` declarations).
+    request_variables: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def option_names(cls) -> list[str]:

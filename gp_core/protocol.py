@@ -204,7 +204,8 @@ def validate_plaintext(info: dict[str, Any], kernel_id: str) -> dict[str, Any]:
 
 
 def parse_port_range(text: str, min_size: int | None = None) -> tuple[int, int]:
-    """Parse ``"LOW..HIGH"``; ``"0..0"`` means any port and gives ``(0, 0)``.
+    """Parse ``"LOW..HIGH"``; ``"0..0"`` (or, as in Gateway Provisioners, ``"N..N"``) means any port
+    and gives ``(0, 0)``.
 
     Otherwise ``1024 <= LOW < HIGH <= 65535`` and ``HIGH - LOW >= min_size`` (default: env
     ``GP_MIN_PORT_RANGE_SIZE``, else 1000).
@@ -215,6 +216,9 @@ def parse_port_range(text: str, min_size: int | None = None) -> tuple[int, int]:
         raise InvalidOptionError(f"port_range {text!r} is malformed; {form}")
     low, high = int(match[1]), int(match[2])
     if (low, high) == (0, 0):
+        return 0, 0
+    if low == high and 1024 <= low <= 65535:
+        # Gateway Provisioners' "N..N" (a range of size 0) meant "no restriction" there: same here.
         return 0, 0
     if min_size is None:
         min_size = _min_port_range_size()
@@ -228,6 +232,15 @@ def parse_port_range(text: str, min_size: int | None = None) -> tuple[int, int]:
             "(GP_MIN_PORT_RANGE_SIZE)"
         )
     return low, high
+
+
+def normalize_port_range(text: str) -> str:
+    """``text`` as the launcher takes it: ``"0..0"`` for any port (also for the anchor's ``"N..N"``).
+
+    :raises InvalidOptionError: As :func:`parse_port_range`.
+    """
+    low, high = parse_port_range(text)
+    return f"{low}..{high}"
 
 
 def _min_port_range_size() -> int:

@@ -25,6 +25,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, List, TraitError, Unicode, default, validate
 from traitlets.config import Config
 
+from ._anchor_compat import report_anchor_config
 from .errors import (
     BackendError,
     GPError,
@@ -44,7 +45,7 @@ from .options import (
     unknown_config_checked_by_gp,
 )
 from .plugins import Backend, get_backend, installed_backends
-from .protocol import comm_request, parse_port_range
+from .protocol import comm_request, normalize_port_range
 from .rollback import Rollback
 from .untrusted import is_env_name
 
@@ -159,6 +160,24 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
     Keys other than this class's options are the backend's options; an unknown key is an error.
     """
 
+    #: Start-request variables core reads (docs/reference.md; backends declare theirs in
+    #: ``request_variables``).
+    request_variables = {
+        "KERNEL_USERNAME": "The user starting the kernel (else the server's user), checked against "
+        "authorized_users/unauthorized_users.",
+        "KERNEL_LAUNCH_TIMEOUT": "This launch's timeout in seconds, at most max_launch_timeout.",
+    }
+    #: Variables core puts in every kernel's environment, whatever the request says.
+    launch_variables = {
+        "KERNEL_ID": "The kernel's id.",
+        "KERNEL_USERNAME": "The (authorized) user who started it.",
+        "KERNEL_LANGUAGE": "The kernelspec's language, unless the request set it.",
+        "GP_LAUNCH_TOKEN": "The one-shot token the launcher proves itself with (never on a command line).",
+        "RESPONSE_ADDRESS": "Where the launcher reports ({response_address}), for image entrypoints.",
+        "PUBLIC_KEY": "The server's public key ({public_key}), for image entrypoints.",
+        "PORT_RANGE": "The port range ({port_range}), for image entrypoints.",
+    }
+
     backend = Unicode("", config=True, help="Name of the gp backend that runs the kernel (required).")
     # Policies (see gp_core.options.apply_policy): kernel.json may narrow authorized_users and add to
     # unauthorized_users, never widen what the server allows.
@@ -203,10 +222,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
     @validate("port_range")
     def _check_port_range(self, proposal: Any) -> str:
         try:
-            parse_port_range(proposal["value"])
+            return normalize_port_range(proposal["value"])
         except InvalidOptionError as exc:
             raise TraitError(str(exc)) from None
-        return str(proposal["value"])
 
     @validate("launch_timeout", "max_launch_timeout", "poll_interval")
     def _check_positive(self, proposal: Any) -> float:
@@ -235,6 +253,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         except (TraitError, ValueError) as exc:
             config = kwargs.get("config") or getattr(kwargs.get("parent"), "config", None) or Config()
             raise config_error(type(self), config, _OWNER, exc) from exc
+        report_anchor_config(
+            self.config, self.log
+        )  # once per process: Gateway Provisioners' ignored settings
         assign_options(self, self.core_option_names(), core_values, _OWNER)
         if not self.backend:
             raise InvalidOptionError(
@@ -356,6 +377,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         self._handle = handle
         assert self._rollback is not None
         self._rollback.clear()  # from here on, terminate owns the clean-up
+        self._listener.expect_from(self.kernel_id, handle.get("ip"))  # spots an anchor launcher there
         try:
             report = await self._await_connection_info(deadline, launch_timeout)
         except BaseException as launch_error:
@@ -395,6 +417,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
                     f"Kernel {self.kernel_id} on gp backend {self.backend!r} did not report its connection "
                     f"info within {timeout:g} s (launch_timeout). Check that the kernel can reach "
                     f"{self._listener.response_address} (GP_RESPONSE_IP / GP_RESPONSE_PORT)."
+                    + self._listener.legacy_note(deadline - timeout)
                 )
             await asyncio.wait({pending.future}, timeout=min(self.poll_interval, remaining))
             if pending.future.done():

@@ -27,8 +27,9 @@ from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 
 from .errors import GPError, InvalidOptionError
 from .launcher import LAUNCHER_PATH, PLACEHOLDER_ARGS
+from .options import env_default
 from .plugins import get_backend
-from .protocol import parse_port_range
+from .protocol import normalize_port_range
 from .provisioner import GenericRemoteProvisioner
 
 PROVISIONER_NAME = "gp-remote-provisioner"
@@ -89,8 +90,12 @@ class InstallSpecApp(JupyterApp):
         help="Users refused this kernel, besides the server's unauthorized_users (default: root; a policy: "
         "kernel.json can only add to the server's list). '--unauthorized-users=' writes [].",
     )
-    port_range = Unicode("0..0", config=True, help="Ports the kernel may bind, LOW..HIGH (0..0 = any).")
-    launch_timeout = Float(30.0, config=True, help="Seconds to wait for the kernel to start.")
+    port_range = Unicode(
+        config=True, help="Ports the kernel may bind, LOW..HIGH (0..0 = any; default: env GP_PORT_RANGE)."
+    )
+    launch_timeout = Float(
+        config=True, help="Seconds to wait for the kernel to start (default: env GP_LAUNCH_TIMEOUT, else 30)."
+    )
     ipykernel_subclass_name = Unicode(
         DEFAULT_KERNEL_CLASS,
         config=True,
@@ -117,6 +122,10 @@ class InstallSpecApp(JupyterApp):
         "sys-prefix": ({"InstallSpecApp": {"sys_prefix": True}}, "Install into sys.prefix."),
         "replace": ({"InstallSpecApp": {"replace": True}}, "Replace an existing kernelspec."),
     }
+
+    # As Gateway Provisioners' installers do: the install-time environment's values go into kernel.json.
+    _port_range_default = default("port_range")(env_default("GP_PORT_RANGE", "0..0"))
+    _launch_timeout_default = default("launch_timeout")(env_default("GP_LAUNCH_TIMEOUT", 30.0))
 
     @default("kernel_name")
     def _kernel_name_default(self) -> str:
@@ -158,10 +167,9 @@ class InstallSpecApp(JupyterApp):
     @validate("port_range")
     def _check_port_range(self, proposal: Any) -> str:
         try:
-            parse_port_range(proposal["value"])
+            return normalize_port_range(proposal["value"])
         except InvalidOptionError as exc:
             raise TraitError(str(exc)) from None
-        return str(proposal["value"])
 
     @validate("ipykernel_subclass_name")
     def _check_kernel_class(self, proposal: Any) -> str:
@@ -187,13 +195,19 @@ class InstallSpecApp(JupyterApp):
 
     def provisioner_config(self) -> dict[str, Any]:
         """Core options written into kernel.json: those given (or non-default), and always launch_timeout."""
+        # The env defaults skip @validate: check them here, so a bad GP_* value fails the install.
+        port_range = normalize_port_range(self.port_range)
+        if not self.launch_timeout > 0:
+            raise InvalidOptionError(
+                f"launch_timeout must be a positive number of seconds, not {self.launch_timeout!r}"
+            )
         config: dict[str, Any] = {"backend": self.backend_name, "launch_timeout": self.launch_timeout}
         if self.authorized_users is not None:
             config["authorized_users"] = list(self.authorized_users)
         if self.unauthorized_users is not None:
             config["unauthorized_users"] = list(self.unauthorized_users)
-        if self.port_range != "0..0":
-            config["port_range"] = self.port_range
+        if port_range != "0..0":
+            config["port_range"] = port_range
         return config
 
     def build_spec(self, spec_dir: Path) -> dict[str, Any]:

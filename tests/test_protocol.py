@@ -332,6 +332,7 @@ def test_launch_tokens_are_32_hex_characters_and_unique() -> None:
         ("40000..41000", (40000, 41000)),
         (" 1024..2024 ", (1024, 2024)),
         ("1024..65535", (1024, 65535)),
+        ("40000..40000", (0, 0)),  # Gateway Provisioners' N..N: a range of size 0, no restriction
     ],
 )
 def test_parse_port_range_accepts(text: str, expected: tuple[int, int]) -> None:
@@ -352,7 +353,7 @@ def test_parse_port_range_accepts(text: str, expected: tuple[int, int]) -> None:
         ("80..2000", "1024 <= LOW < HIGH <= 65535"),
         ("40000..70000", "1024 <= LOW < HIGH <= 65535"),
         ("0..1000", "1024 <= LOW < HIGH <= 65535"),
-        ("40000..40000", "1024 <= LOW < HIGH <= 65535"),
+        ("80..80", "1024 <= LOW < HIGH <= 65535"),
         ("1024..2000", "at least 1000"),
     ],
 )

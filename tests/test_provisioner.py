@@ -746,3 +746,8 @@ def test_bad_env_value_is_named(monkeypatch):
     spec = KernelSpec(argv=["x"], display_name="x", language="python")
     with pytest.raises(InvalidOptionError, match="lots"):
         GenericRemoteProvisioner(kernel_id="k", kernel_spec=spec, backend="local")
+
+
+def test_the_anchors_single_port_form_from_env_reaches_launchers_as_any_port(monkeypatch):
+    monkeypatch.setenv("GP_PORT_RANGE", "45000..45000")
+    assert GenericRemoteProvisioner(backend="local").port_range == "0..0"

@@ -184,3 +184,48 @@ def test_spec_with_an_unknown_option_lists_every_valid_one(tmp_path, async_spec_
         "Unknown option(s) 'flavor' for gp backend 'undo-async-spec' (did you mean 'flavour'?); "
         f"valid options: {core} (core), flavour (undo-async-spec)"
     )
+
+
+def test_install_time_environment_goes_into_kernel_json(tmp_path, monkeypatch):
+    """As the anchor's installers do: GP_LAUNCH_TIMEOUT and GP_PORT_RANGE at install time are written."""
+    monkeypatch.setenv("GP_LAUNCH_TIMEOUT", "75")
+    monkeypatch.setenv("GP_PORT_RANGE", "40000..42000")
+    assert _install("install", f"--prefix={tmp_path}", "--kernel-name=k").returncode == 0
+    config = json.loads((tmp_path / "share/jupyter/kernels/k/kernel.json").read_text())["metadata"][
+        "kernel_provisioner"
+    ]["config"]
+    assert config["launch_timeout"] == 75.0
+    assert config["port_range"] == "40000..42000"
+    # An explicit flag still wins over the environment.
+    assert (
+        _install(
+            "install", f"--prefix={tmp_path}", "--kernel-name=k", "--replace", "--launch-timeout=5"
+        ).returncode
+        == 0
+    )
+    config = json.loads((tmp_path / "share/jupyter/kernels/k/kernel.json").read_text())["metadata"][
+        "kernel_provisioner"
+    ]["config"]
+    assert config["launch_timeout"] == 5.0
+
+
+def test_bad_install_time_environment_fails_the_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("GP_PORT_RANGE", "1..2")
+    result = _install("install", f"--prefix={tmp_path}")
+    assert result.returncode == 1
+    assert "port_range '1..2'" in result.stderr
+    assert not (tmp_path / "share").exists()
+
+
+def test_single_port_form_means_any_port(tmp_path):
+    """The anchor's N..N (range size 0) is "no restriction"; gp writes it as 0..0, which launchers take."""
+    assert (
+        _install("install", f"--prefix={tmp_path}", "--kernel-name=k", "--port-range=45000..45000").returncode
+        == 0
+    )
+    config = json.loads((tmp_path / "share/jupyter/kernels/k/kernel.json").read_text())["metadata"][
+        "kernel_provisioner"
+    ]["config"]
+    assert "port_range" not in config
+    provisioner = GenericRemoteProvisioner(backend="local", port_range="45000..45000")
+    assert provisioner.port_range == "0..0"

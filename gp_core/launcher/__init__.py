@@ -19,4 +19,19 @@ PLACEHOLDER_ARGS: tuple[str, ...] = (
     "{public_key}",
 )
 
-__all__ = ["LAUNCHER_PATH", "PLACEHOLDER_ARGS"]
+#: Variables gp's launcher reads where the kernel runs (it cannot import gp_core, so they are listed here for
+#: docs/reference.md; tests/test_reference.py checks the launcher's source names each).
+LAUNCHER_ENV: dict[str, str] = {
+    "KERNEL_ID": "--kernel-id when not given.",
+    "RESPONSE_ADDRESS": "--response-address when not given.",
+    "PUBLIC_KEY": "--public-key when not given.",
+    "PORT_RANGE": "--port-range when not given (default 0..0).",
+    "GP_LAUNCH_TOKEN": "The launch token (--launch-token is only a fallback: argv is visible to ps).",
+    "GP_KERNEL_IP": "--ip when not given: the address the kernel binds (default 0.0.0.0; the local backend "
+    "sets its kernel_ip).",
+    "KERNEL_NAME": "The kernel_name reported in the connection info.",
+    "GP_CONNECTION_DIR": "Where the launcher makes its private connection directory (it holds the kernel's "
+    "key; default the temp dir); the local and ssh backends give one of theirs and remove it with the kernel.",
+}
+
+__all__ = ["LAUNCHER_ENV", "LAUNCHER_PATH", "PLACEHOLDER_ARGS"]

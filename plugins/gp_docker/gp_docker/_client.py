@@ -22,12 +22,13 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from gp_core import BackendError, Handle, Resources, StatusSource, WatchFeed, log_tail
 
-from ._options import APP_LABEL
+from ._kernelspec import IMAGE_LAUNCHER
+from ._options import APP_LABEL, OWNER_LABEL
 
 #: Label of the containers gp_docker._pool parks (defined here: both modules need it).
 POOL_LABEL = "gp.pool"
 #: Filter of every listing: what gp-docker created, and nothing else on the daemon.
-KERNEL_FILTER = {"label": ["component=kernel", f"app={APP_LABEL}"]}
+KERNEL_FILTER = {"label": ["component=kernel", f"app={APP_LABEL}", "=".join(OWNER_LABEL)]}
 LOG_TAIL_LINES = 40
 #: How long terminate waits for the daemon to report a kernel's resources gone before giving up.
 GONE_TIMEOUT = 30.0
@@ -242,6 +243,18 @@ created_at: dict[str, float] = {}
 # Helpers
 
 
+def missing_launcher_hint(tail: str) -> str:
+    """What to do when the log says the image has no gp launcher (e.g. one built for Gateway Provisioners)."""
+    if "can't open file" not in tail or "/python/launch_ipykernel.py" not in tail:  # gp's path (no scripts/)
+        return ""
+    return (
+        "\nThe image has no gp launcher at the kernelspec's path: build it with gp's launcher (jupyter "
+        f"image-bootstrap install puts it at {IMAGE_LAUNCHER}). An image built for Gateway Provisioners "
+        "carries that project's launcher under kernel-launchers/python/scripts/, which gp cannot use; "
+        "see docs/migration.md."
+    )
+
+
 def wait_until(
     gone: Callable[[], bool], what: str, log: logging.Logger, timeout: float = GONE_TIMEOUT
 ) -> None:
@@ -348,7 +361,7 @@ def _remove_stale_container(resources: Resources, log: logging.Logger) -> bool:
     ours = labels.get("kernel_id") == resources["labels"]["kernel_id"] or (
         "kernel_id" not in labels and POOL_LABEL in labels
     )
-    if not ours or labels.get("app") != APP_LABEL:
+    if not ours or labels.get("app") != APP_LABEL or labels.get(OWNER_LABEL[0]) != OWNER_LABEL[1]:
         raise BackendError(
             f"A container named {resources['name']} already exists and is not this kernel's; not touching it"
         )
@@ -375,7 +388,7 @@ def container_failure(handle: Handle) -> str:
         reason += f": {state['Error']}"
     return (
         f"Kernel container {handle['name']} {reason} during start-up. "
-        f"Last lines of its log:\n{log_tail(raw_log)}"
+        f"Last lines of its log:\n{log_tail(raw_log)}{missing_launcher_hint(log_tail(raw_log))}"
     )
 
 
@@ -497,7 +510,11 @@ def _remove_stale_service(resources: Resources, log: logging.Logger) -> bool:
     except NotFound:
         return True
     labels = (service.get("Spec") or {}).get("Labels") or {}
-    if labels.get("kernel_id") != resources["labels"]["kernel_id"] or labels.get("app") != APP_LABEL:
+    if (
+        labels.get("kernel_id") != resources["labels"]["kernel_id"]
+        or labels.get("app") != APP_LABEL
+        or labels.get(OWNER_LABEL[0]) != OWNER_LABEL[1]
+    ):
         raise BackendError(
             f"A swarm service named {resources['name']} already exists and is not this kernel's; "
             "not touching it"
@@ -532,7 +549,10 @@ def service_failure(handle: Handle, task: TaskStatus) -> str:
         tail = log_tail(raw_log)
     except SDK_ERRORS as exc:
         tail = f"(log unavailable: {describe(exc)})"
-    return f"Kernel service {handle['name']} failed to start: {reason}. Last lines of its log:\n{tail}"
+    return (
+        f"Kernel service {handle['name']} failed to start: {reason}. Last lines of its log:\n{tail}"
+        + missing_launcher_hint(tail)
+    )
 
 
 def signal_container(container_id: str, signum: int) -> bool:

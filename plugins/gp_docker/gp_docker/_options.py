@@ -15,8 +15,12 @@ from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, 
 
 from gp_core import BackendOptions, env_default, parse_memory
 
-#: Value of the ``app`` label on everything gp-docker creates; status listings filter on it.
-APP_LABEL = "gp"
+#: Value of the ``app`` label on everything gp-docker creates; status listings filter on it. Gateway
+#: Provisioners' value, so the filters of existing monitoring and clean-up scripts keep working.
+APP_LABEL = "gateway-provisioners"
+#: A label only gp sets (``gp.owner=gp``): listings and clean-up filter on it too, so containers the anchor's
+#: own provisioners create on the same daemon (same three labels) are never taken for gp's.
+OWNER_LABEL = ("gp.owner", "gp")
 #: The most containers one pool may keep parked.
 MAX_POOL_SIZE = 32
 #: The highest uid/gid a container may run as: uint32, minus (uid_t)-1, which means "unchanged".
@@ -104,6 +108,17 @@ class DockerOptions(BackendOptions):
     The prohibited ids, allowed_images and the CPU/memory limits are policies (see
     :func:`gp_core.options.apply_policy`): kernel.json may tighten the server's values, never loosen them.
     """
+
+    request_variables = {
+        "KERNEL_USERNAME": "First part of the container's (service's) name, {KERNEL_USERNAME}-{kernel_id}.",
+        "KERNEL_IMAGE": "Another kernel image, only one allowed_images matches; the kernel's env gets the "
+        "image it runs.",
+        "KERNEL_UID": "User id the kernel runs as (a number; prohibited_uids refused; default default_uid).",
+        "KERNEL_GID": "Group id the kernel runs as (a number; prohibited_gids refused; default default_gid).",
+        "KERNEL_WORKING_DIR": "The kernel's working directory, only with mirror_working_dirs (absolute path).",
+        "KERNEL_CPUS_LIMIT": "CPU limit of this kernel, at most max_cpus.",
+        "KERNEL_MEMORY_LIMIT": "Memory limit of this kernel (e.g. 2g), at most max_memory.",
+    }
 
     image = Unicode(
         config=True,

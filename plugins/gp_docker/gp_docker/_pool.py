@@ -257,7 +257,12 @@ def park_container(shape: dict[str, Any]) -> Parked:
         "name": name,
         "cmd": [*shape["launcher"], "--park"],
         "env": dict(shape["startup_env"]),
-        "labels": {"component": "kernel", "app": _client.APP_LABEL, POOL_LABEL: "parked"},
+        "labels": {
+            "component": "kernel",
+            "app": _client.APP_LABEL,
+            POOL_LABEL: "parked",
+            _client.OWNER_LABEL[0]: _client.OWNER_LABEL[1],
+        },
         "hostname": None,
         **{key: shape[key] for key in _FIXED_AT_CREATION},
     }

@@ -15,6 +15,7 @@ from gp_core import BackendError, Resources, is_env_name, parse_cpus, parse_memo
 
 from ._options import (
     APP_LABEL,
+    OWNER_LABEL,
     DockerOptions,
     DockerSwarmOptions,
     parse_id,
@@ -41,8 +42,9 @@ def resource_name(username: str, kernel_id: str) -> str:
 
 
 def kernel_labels(kernel_id: str) -> dict[str, str]:
-    """The labels on everything gp-docker creates for a kernel; status listings filter on the last two."""
-    return {"kernel_id": kernel_id, "component": "kernel", "app": APP_LABEL}
+    """The labels on everything gp-docker creates for a kernel: the anchor's three (existing filters keep
+    working) and gp's own; status listings filter on the last three."""
+    return {"kernel_id": kernel_id, "component": "kernel", "app": APP_LABEL, OWNER_LABEL[0]: OWNER_LABEL[1]}
 
 
 def check_env(env: dict[str, str]) -> None:

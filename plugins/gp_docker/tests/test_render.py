@@ -60,7 +60,12 @@ def test_container_spec_carries_the_request_as_data():
     assert spec["name"] == f"alice-{KERNEL_ID}"
     assert spec["image"] == "gp/kernel-py:test"
     assert spec["cmd"] == CMD
-    assert spec["labels"] == {"kernel_id": KERNEL_ID, "component": "kernel", "app": "gp"}
+    assert spec["labels"] == {
+        "kernel_id": KERNEL_ID,
+        "component": "kernel",
+        "app": "gateway-provisioners",
+        "gp.owner": "gp",
+    }
     assert spec["user"] == "1000:100"
     assert spec["network"] == "bridge" and spec["hostname"] == spec["name"]
     assert spec["env"] == {

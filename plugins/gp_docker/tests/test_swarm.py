@@ -135,7 +135,12 @@ def test_rendered_service_is_never_restarted_and_has_no_virtual_ip(api, backend)
     assert template["RestartPolicy"]["Condition"] == "none"
     assert created["endpoint_spec"]["Mode"] == "dnsrr"
     assert created["name"] == f"alice-{KERNEL_ID}"
-    assert created["labels"] == {"kernel_id": KERNEL_ID, "component": "kernel", "app": "gp"}
+    assert created["labels"] == {
+        "kernel_id": KERNEL_ID,
+        "component": "kernel",
+        "app": "gateway-provisioners",
+        "gp.owner": "gp",
+    }
     assert template["ContainerSpec"]["Args"] == ["python3", "-c", "pass"]
     assert template["ContainerSpec"]["Labels"] == created["labels"]
     assert [network["Target"] for network in template["Networks"]] == ["host"]
@@ -232,7 +237,7 @@ async def test_the_newest_task_decides(api, backend):
 async def test_the_listing_asks_only_for_gps_kernels(api, backend):
     api.rows = [task_row("running")]
     await poll(backend, launching=False)
-    assert api.task_filters == [{"label": ["component=kernel", "app=gp"]}]
+    assert api.task_filters == [{"label": ["component=kernel", "app=gateway-provisioners", "gp.owner=gp"]}]
 
 
 async def test_a_dead_container_counts_before_the_swarm_updates_its_task(api, backend):

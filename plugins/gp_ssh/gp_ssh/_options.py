@@ -42,6 +42,10 @@ class SshOptions(BackendOptions):
     """
 
     secret_env = ("GP_REMOTE_PWD",)
+    request_variables = {
+        "KERNEL_REMOTE_HOST": "The host to run on; only one of remote_hosts (else refused).",
+        "KERNEL_WORKING_DIR": "The kernel's working directory on the host, only with mirror_working_dirs.",
+    }
 
     remote_hosts = List(
         Unicode(),
