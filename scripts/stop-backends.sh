@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Stop what the test scripts started (for developers; CI machines are simply thrown away).
 #
-#   bash scripts/stop-backends.sh                 remove leftover kernel containers/services, stop the test
-#                                                 sshd, and stop dockerd if scripts/start-docker.sh started it
+#   bash scripts/stop-backends.sh                 remove leftover kernel containers/services/pods, stop the test
+#                                                 sshd and the test Kubernetes cluster, and stop dockerd if
+#                                                 scripts/start-docker.sh started it
 #   bash scripts/stop-backends.sh --keep-docker   the same, but leave dockerd running
-#   bash scripts/stop-backends.sh --kernels       only remove leftover kernel containers/services
+#   bash scripts/stop-backends.sh --kernels       only remove leftover kernel containers/services/pods
+#   bash scripts/stop-backends.sh --k8s           only stop the test Kubernetes cluster (scripts/stop-k8s.sh)
 #
 # Kernel containers/services are those labelled component=kernel. A dockerd that these scripts did not start
 # (no live .ci-state/dockerd.pid) is never stopped; the swarm is not left (it persists across restarts).
@@ -18,8 +20,8 @@ log() { echo "[stop-backends] $*" >&2; }
 
 mode=${1:-all}
 case "$mode" in
-    all | --keep-docker | --kernels) ;;
-    *) echo "usage: $0 [--keep-docker|--kernels]" >&2; exit 2 ;;
+    all | --keep-docker | --kernels | --k8s) ;;
+    *) echo "usage: $0 [--keep-docker|--kernels|--k8s]" >&2; exit 2 ;;
 esac
 
 remove_kernels() {
@@ -34,7 +36,9 @@ remove_kernels() {
             docker service rm $svcs >/dev/null
         fi
     fi
-    ctrs=$(docker ps -aq --filter label=component=kernel)
+    # kernel pods' containers (labelled io.kubernetes.pod.uid) are the kubelet's to remove, see remove_pods
+    ctrs=$(comm -23 <(docker ps -aq --filter label=component=kernel | sort) \
+        <(docker ps -aq --filter label=io.kubernetes.pod.uid | sort))
     if [ -n "$ctrs" ]; then
         log "removing kernel containers:"
         docker ps -a --filter label=component=kernel >&2
@@ -61,9 +65,24 @@ stop_dockerd() {
     rm -f "$PIDFILE"
 }
 
+remove_pods() {   # kernel pods / namespaces / RoleBindings gp-k8s left on the test cluster
+    local kubeconfig="$STATE/k8s/kubeconfig"
+    [ -f "$kubeconfig" ] && [ -x "$ROOT/.venv/bin/python" ] || return 0
+    bash "$ROOT/scripts/start-k8s.sh" --status 2>/dev/null || return 0
+    local found
+    found=$("$ROOT/.venv/bin/python" "$ROOT/scripts/k8s-kernel-objects.py" "$kubeconfig" --delete) || return 0
+    [ -z "$found" ] || { log "removed from the test cluster:"; echo "$found" >&2; }
+}
+
+if [ "$mode" = --k8s ]; then
+    bash "$ROOT/scripts/stop-k8s.sh"
+    exit 0
+fi
 remove_kernels
+remove_pods
 [ "$mode" = --kernels ] && exit 0
 bash "$ROOT/scripts/start-sshd.sh" --stop
+bash "$ROOT/scripts/stop-k8s.sh"
 rm -f "$STATE/ssh/started-by-test"
 [ "$mode" = --keep-docker ] || stop_dockerd
 log "done"

@@ -4,8 +4,9 @@
 #   bash scripts/test.sh [pytest args]          e.g.  bash scripts/test.sh plugins/gp_ssh -k restart -x
 #
 # Steps: system packages -> .venv + editable installs -> ruff + mypy -> dockerd + swarm -> kernel image -> test sshd
-#        -> pytest.  See docs/testing.md.
-# Env knobs: GP_SKIP_LINT=1 (skip ruff and mypy), PYTEST_TIMEOUT (per-test timeout, default 300 s), and the
+#        -> kubernetes -> pytest.  See docs/testing.md.
+# Env knobs: GP_SKIP_LINT=1 (skip ruff and mypy), GP_SKIP_K8S=1 (no cluster), PYTEST_TIMEOUT (per-test timeout,
+#            default 300 s), and the
 #            GP_* variables exported below may be pre-set to override their defaults.
 set -euo pipefail
 
@@ -38,10 +39,15 @@ SSH_MARK="$GP_TEST_SSH_DIR/started-by-test"
 tests_ran=0
 pre_kernels=""
 
-kernel_objects() {   # one line per kernel container / service: "<kind> <id>"
-    docker ps -aq --no-trunc --filter label=component=kernel 2>/dev/null | sed 's/^/container /' || true
+kernel_objects() {   # one line per kernel container / service / k8s object: "<kind> <id>"
+    # The kubelet copies a pod's labels onto its sandbox container: those belong to the k8s check below.
+    comm -23 <(docker ps -aq --no-trunc --filter label=component=kernel 2>/dev/null | sort) \
+        <(docker ps -aq --no-trunc --filter label=io.kubernetes.pod.uid 2>/dev/null | sort) | sed 's/^/container /' || true
     if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ]; then
         docker service ls -q --filter label=component=kernel 2>/dev/null | sed 's/^/service /' || true
+    fi
+    if [ -n "${GP_TEST_K8S_KUBECONFIG:-}" ] && [ -f "$GP_TEST_K8S_KUBECONFIG" ]; then
+        "$PY" "$ROOT/scripts/k8s-kernel-objects.py" "$GP_TEST_K8S_KUBECONFIG" 2>/dev/null || true
     fi
 }
 
@@ -72,6 +78,7 @@ cleanup() {
                 case "$kind" in
                     container) docker ps -a --filter "id=$id" --format '  container {{.ID}} {{.Names}} ({{.Image}}, {{.Status}})' ;;
                     service) docker service ls --filter "id=$id" --format '  service {{.ID}} {{.Name}} ({{.Image}}, {{.Replicas}})' ;;
+                    *) echo "  $kind $id" ;;
                 esac
             done <<<"$leftovers" >&2
             echo "[test.sh] remove them with: bash scripts/stop-backends.sh --kernels" >&2
@@ -175,10 +182,23 @@ else
     bash scripts/start-sshd.sh 7>&-   # already running: verifies the config, restarts it if it changed
 fi
 
-# ---- 7. tests --------------------------------------------------------------------------------------------
+# ---- 7. kubernetes ---------------------------------------------------------------------------------------
+# A real single-node Kubernetes v1.20 built from Debian's source package (cached in /var/cache/gp-ci/k8s,
+# keyed by the build script: ~5 min cold, seconds warm), run against this dockerd. Reused when it already runs.
+# Kernel pods use the kernel image straight from dockerd (imagePullPolicy Never) and hostNetwork.
+if [ "${GP_SKIP_K8S:-0}" != 1 ]; then
+    step "kubernetes (single node, v1.20.2)"
+    bash scripts/start-k8s.sh --kubeconfig "$STATE/k8s/kubeconfig"
+    export GP_TEST_K8S_KUBECONFIG="$STATE/k8s/kubeconfig"
+    export GP_TEST_K8S_STATE="${GP_K8S_STATE:-/var/lib/gp-ci/k8s-cluster}"
+    export KUBECONFIG="$GP_TEST_K8S_KUBECONFIG"
+fi
+
+# ---- 8. tests --------------------------------------------------------------------------------------------
 step "pytest $*"
 echo "GP_RESPONSE_IP=$GP_RESPONSE_IP GP_TEST_KERNEL_IMAGE=$GP_TEST_KERNEL_IMAGE GP_TEST_SSH_DIR=$GP_TEST_SSH_DIR"
 echo "GP_TEST_SSH_PORT=$GP_TEST_SSH_PORT GP_TEST_PYTHON=$GP_TEST_PYTHON GP_REQUIRED_BACKENDS=$GP_REQUIRED_BACKENDS"
+echo "GP_TEST_K8S_KUBECONFIG=${GP_TEST_K8S_KUBECONFIG:-} GP_TEST_K8S_STATE=${GP_TEST_K8S_STATE:-}"
 pre_kernels=$(kernel_objects)
 tests_ran=1
 set +e

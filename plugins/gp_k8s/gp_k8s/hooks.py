@@ -1,0 +1,89 @@
+"""The ``k8s`` backend's hooks: each kernel is a Kubernetes pod (registered as ``k8s``).
+
+The work lives in the private modules: options in ``_options``, the cluster configuration in ``_config``,
+names in ``_names``, namespace modes in ``_namespaces``, the pod template in ``_render``, the API calls in
+``_kube`` and the kernel's lifecycle in ``_pods``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from gp_core import BackendOptions, Handle, Resources, hookimpl
+
+from . import _kube, _namespaces, _pods, _render
+from ._options import K8sOptions
+
+
+@hookimpl
+def declare_options() -> type[BackendOptions]:
+    return K8sOptions
+
+
+@hookimpl
+async def resolve_namespace(
+    kernel_id: str, options: K8sOptions, env: dict[str, str], log: logging.Logger
+) -> str:
+    """The kernel's namespace; in automatic mode it is created here, with its RoleBinding."""
+    plan = _namespaces.plan(kernel_id, env, options)
+    if plan.mode == _namespaces.AUTOMATIC:
+        ref = _pods.cluster_ref(options)
+        await asyncio.to_thread(_pods.set_up_namespace, ref, plan, kernel_id, options, log)
+    return plan.name
+
+
+@hookimpl
+async def render_resources(
+    kernel_id: str,
+    cmd: list[str],
+    env: dict[str, str],
+    options: K8sOptions,
+    namespace: str | None,
+    log: logging.Logger,
+) -> Resources:
+    plan = _namespaces.plan(kernel_id, env, options)
+    namespace_info = {"name": plan.name, "mode": plan.mode, "service_account": plan.service_account}
+    return await asyncio.to_thread(_render.render, kernel_id, cmd, env, options, namespace_info, None, log)
+
+
+@hookimpl
+async def launch(resources: Resources, options: K8sOptions, log: logging.Logger) -> Handle:
+    ref = _pods.cluster_ref(options)
+    handle = await asyncio.to_thread(_pods.create_kernel, ref, resources, log)
+    log.debug("Kernel pod %s/%s created", handle["namespace"], handle["pod"])
+    return handle
+
+
+@hookimpl
+async def poll(handle: Handle, options: K8sOptions, launching: bool, log: logging.Logger) -> int | None:
+    ref = _pods.cluster_ref(options)
+    status = await asyncio.to_thread(_kube.read_pod, ref, handle["namespace"], handle["pod"])
+    return await _pods.poll(ref, handle, status, launching)
+
+
+@hookimpl
+async def send_signal(handle: Handle, options: K8sOptions, signum: int, log: logging.Logger) -> bool:
+    """The launcher's communication port did not answer: ``kill`` the kernel through the exec API."""
+    ref = _pods.cluster_ref(options)
+    return await asyncio.to_thread(_kube.exec_signal, ref, handle["namespace"], handle["pod"], signum, log)
+
+
+@hookimpl
+async def terminate(
+    handle: Handle, options: K8sOptions, restart: bool, force: bool, log: logging.Logger
+) -> None:
+    ref = _pods.cluster_ref(options)
+    await asyncio.to_thread(partial(_pods.remove_kernel, ref, handle, options, restart, force, log))
+
+
+@hookimpl
+def install_spec(
+    app: Any, kernel_spec: dict[str, Any], spec_dir: Path, log: logging.Logger
+) -> dict[str, Any]:
+    from .specapp import k8s_kernel_spec  # the installer's imports are not needed to run kernels
+
+    return k8s_kernel_spec(app, kernel_spec, spec_dir, log)
