@@ -400,6 +400,22 @@ def watch_kernel_pods(
     return resource_version
 
 
+def abort_response(response: Any) -> None:
+    """Make a read blocked on ``response`` (in another thread) return now.
+
+    Closing an SSL socket waits for the reader to let go of it; shutting the socket down underneath does not.
+    """
+    import socket
+
+    connection = getattr(response, "connection", None) or getattr(response, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def pod_failure_details(ref: ClusterRef, namespace: str, name: str, status: PodStatus) -> str:
     """The log tail of an exited kernel container, or the pod's warning events (best effort)."""
     parts = []
@@ -425,8 +441,13 @@ def pod_failure_details(ref: ClusterRef, namespace: str, name: str, status: PodS
                 for item in body.get("items") or []
                 if item.get("type") == "Warning"
             ]
-            if warnings:
-                parts.append("events: " + "; ".join(dict.fromkeys(warnings[-5:])))
+            fresh = [
+                text
+                for text in dict.fromkeys(warnings[-5:])
+                if text.split(": ", 1)[-1] not in (status.failure or "")
+            ]
+            if fresh:
+                parts.append("events: " + "; ".join(fresh))
         except BackendError:
             pass
     return "\n".join(parts)

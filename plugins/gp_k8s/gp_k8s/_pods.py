@@ -116,8 +116,12 @@ def create_kernel(ref: ClusterRef, resources: Resources, log: logging.Logger) ->
             _kube.create_object(ref, manifest)
             made.append([manifest["kind"], manifest["metadata"]["name"]])
         pod = _create_pod(ref, resources["pod"], waits_for_account=namespace["mode"] != "shared")
-    except BaseException:
-        remove_objects(ref, handle, grace_seconds=0, log=log)
+    except BaseException as failure:
+        for kind, name in made:  # the pod was not created; what came before it goes
+            try:
+                _kube.delete_object(ref, kind, name, handle["namespace"])
+            except BackendError as exc:
+                failure.add_note(f"{kind} {handle['namespace']}/{name} could not be removed: {exc}")
         raise
     created_at[_kube.pod_key(handle["namespace"], handle["pod"])] = time.monotonic()
     handle["uid"] = (pod.get("metadata") or {}).get("uid", "")

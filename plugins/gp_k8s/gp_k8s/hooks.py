@@ -2,7 +2,7 @@
 
 The work lives in the private modules: options in ``_options``, the cluster configuration in ``_config``,
 names in ``_names``, namespace modes in ``_namespaces``, the pod template in ``_render``, the API calls in
-``_kube`` and the kernel's lifecycle in ``_pods``.
+``_kube``, the shared status watch in ``_status`` and the kernel's lifecycle in ``_pods``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gp_core import BackendOptions, Handle, Resources, hookimpl
+from gp_core import BackendOptions, Handle, Resources, Rollback, hookimpl
 
-from . import _kube, _namespaces, _pods, _render
+from . import _kube, _namespaces, _pods, _render, _status
 from ._options import K8sOptions
 
 
@@ -26,13 +26,23 @@ def declare_options() -> type[BackendOptions]:
 
 @hookimpl
 async def resolve_namespace(
-    kernel_id: str, options: K8sOptions, env: dict[str, str], log: logging.Logger
+    kernel_id: str,
+    options: K8sOptions,
+    env: dict[str, str],
+    request_env: dict[str, str],
+    rollback: Rollback,
+    log: logging.Logger,
 ) -> str:
-    """The kernel's namespace; in automatic mode it is created here, with its RoleBinding."""
-    plan = _namespaces.plan(kernel_id, env, options)
+    """The kernel's namespace; in automatic mode it is created here, with its RoleBinding, and removed
+    again by the rollback when the launch fails."""
+    plan = _namespaces.plan(kernel_id, env, options, request_env)
     if plan.mode == _namespaces.AUTOMATIC:
         ref = _pods.cluster_ref(options)
-        await asyncio.to_thread(_pods.set_up_namespace, ref, plan, kernel_id, options, log)
+        await rollback.create_in_thread(
+            partial(_pods.set_up_namespace, ref, plan, kernel_id, options, log),
+            lambda _owned: _pods.tear_down_namespace(ref, plan.name, options, log),
+            what=f"namespace {plan.name}",
+        )
     return plan.name
 
 
@@ -41,28 +51,37 @@ async def render_resources(
     kernel_id: str,
     cmd: list[str],
     env: dict[str, str],
+    request_env: dict[str, str],
+    resource_dir: str | None,
     options: K8sOptions,
-    namespace: str | None,
     log: logging.Logger,
 ) -> Resources:
-    plan = _namespaces.plan(kernel_id, env, options)
-    namespace_info = {"name": plan.name, "mode": plan.mode, "service_account": plan.service_account}
-    return await asyncio.to_thread(_render.render, kernel_id, cmd, env, options, namespace_info, None, log)
+    plan = _namespaces.plan(kernel_id, env, options, request_env)
+    namespace = {"name": plan.name, "mode": plan.mode, "service_account": plan.service_account}
+    return await asyncio.to_thread(
+        _render.render, kernel_id, cmd, env, options, namespace, resource_dir, log, request_env
+    )
 
 
 @hookimpl
-async def launch(resources: Resources, options: K8sOptions, log: logging.Logger) -> Handle:
+async def launch(
+    resources: Resources, options: K8sOptions, rollback: Rollback, log: logging.Logger
+) -> Handle:
     ref = _pods.cluster_ref(options)
-    handle = await asyncio.to_thread(_pods.create_kernel, ref, resources, log)
+    handle = await rollback.create_in_thread(
+        partial(_pods.create_kernel, ref, resources, log),
+        lambda created: _pods.remove_kernel(ref, created, options, restart=True, force=True, log=log),
+        what=f"pod {resources['namespace']['name']}/{resources['pod']['metadata']['name']}",
+    )
     log.debug("Kernel pod %s/%s created", handle["namespace"], handle["pod"])
     return handle
 
 
 @hookimpl
 async def poll(handle: Handle, options: K8sOptions, launching: bool, log: logging.Logger) -> int | None:
-    ref = _pods.cluster_ref(options)
-    status = await asyncio.to_thread(_kube.read_pod, ref, handle["namespace"], handle["pod"])
-    return await _pods.poll(ref, handle, status, launching)
+    key = _kube.pod_key(handle["namespace"], handle["pod"])
+    status = await _status.source_for(options).get(key, not_before=_pods.created_at.get(key, float("-inf")))
+    return await _pods.poll(_pods.cluster_ref(options), handle, status, launching)
 
 
 @hookimpl

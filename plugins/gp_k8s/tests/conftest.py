@@ -203,3 +203,103 @@ def wait_until(predicate: Any, timeout: float = 30, what: str = "condition") -> 
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)
+
+
+class ServiceAccountKubeconfig:
+    """Kubeconfigs for service accounts the test creates (a server identity with only some rights), and
+    the RBAC objects granting them; all removed at teardown."""
+
+    def __init__(self, cluster: Cluster, directory: Path) -> None:
+        self.cluster = cluster
+        self.directory = directory
+        self.namespaces: list[str] = []
+        self.cluster_objects: list[tuple[str, str]] = []
+
+    def namespace(self, prefix: str) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.cluster.core.create_namespace({"metadata": {"name": name, "labels": {"gp-test": "rbac"}}})
+        self.namespaces.append(name)
+        return name
+
+    def identity(self, namespace: str, name: str = "gp-server") -> str:
+        """A service account ``namespace/name``; returns a kubeconfig file that authenticates as it."""
+        import base64
+
+        self.cluster.core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        token = ""
+
+        def has_token() -> bool:
+            nonlocal token
+            account = self.cluster.core.read_namespaced_service_account(name, namespace)
+            for ref in account.secrets or []:
+                secret = self.cluster.core.read_namespaced_secret(ref.name, namespace)
+                if secret.data and "token" in secret.data:
+                    token = base64.b64decode(secret.data["token"]).decode()
+                    return True
+            return False
+
+        wait_until(has_token, 30, f"the token of service account {namespace}/{name}")
+        admin = yaml_load(Path(self.cluster.kubeconfig).read_text())
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": admin["clusters"],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": name, "context": {"cluster": admin["clusters"][0]["name"], "user": name}}],
+            "current-context": name,
+        }
+        path = self.directory / f"{namespace}-{name}.kubeconfig"
+        path.write_text(json.dumps(config))
+        return str(path)
+
+    def grant(
+        self, namespace: str | None, subject_namespace: str, subject: str, rules: list[dict[str, Any]]
+    ) -> None:
+        """Give the service account ``rules``: in ``namespace`` (a Role), or cluster-wide (a ClusterRole)."""
+        name = f"gp-test-{uuid.uuid4().hex[:8]}"
+        role = {"metadata": {"name": name}, "rules": rules}
+        binding = {
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role" if namespace else "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": subject, "namespace": subject_namespace}],
+        }
+        rbac = self.cluster.rbac
+        if namespace:
+            rbac.create_namespaced_role(namespace, role)
+            rbac.create_namespaced_role_binding(namespace, binding)
+        else:
+            rbac.create_cluster_role(role)
+            rbac.create_cluster_role_binding(binding)
+            self.cluster_objects.append(("ClusterRole", name))
+
+    def clean_up(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        for _kind, name in self.cluster_objects:
+            try:
+                self.cluster.rbac.delete_cluster_role_binding(name)
+                self.cluster.rbac.delete_cluster_role(name)
+            except ApiException:
+                pass
+        for name in self.namespaces:
+            try:
+                self.cluster.core.delete_namespace(name)
+            except ApiException:
+                pass
+
+
+def yaml_load(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+@pytest.fixture
+def identities(cluster: Cluster, tmp_path: Path) -> Any:
+    made = ServiceAccountKubeconfig(cluster, tmp_path)
+    yield made
+    made.clean_up()
