@@ -52,7 +52,7 @@ async def test_an_oom_killed_kernel_says_so(kernels):
     assert took < FAST + 10, took
 
 
-async def test_a_forbidden_request_names_verb_resource_and_namespace(kernels, identities):
+async def test_a_forbidden_request_names_verb_resource_and_namespace(identities, kernels):
     namespace = identities.namespace("gp-forbidden")
     kubeconfig = identities.identity(namespace)  # an identity with no rights at all
     error, took = await _fails(kernels, config={"kubeconfig": kubeconfig, "namespace": namespace})
