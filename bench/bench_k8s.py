@@ -14,7 +14,8 @@ as a long-lived runner, one request per line, so its runs interleave with gp's. 
 all, none of it on its timed path: out-of-cluster config (``GP_USE_INCLUSTER_CONFIG=false`` + ``KUBECONFIG``;
 it cannot load outside a cluster otherwise), its kernelspec's pod template given ``hostNetwork: true`` and
 ``imagePullPolicy: Never`` (there is no registry), its image = gp's base image + its own launchers and
-``bootstrap-kernel.sh``, and the kernel address it derives from the pod IP (the node's non-loopback address
+``bootstrap-kernel.sh``, ``/opt/venv/bin`` (the image's python) on the runner's PATH because the anchor
+copies the server's whole environment, PATH included, into the pod, and the kernel address it derives from the pod IP (the node's non-loopback address
 here) replaced by 127.0.0.1, so no traffic leaves loopback.
 
 ``python bench/bench_k8s.py --kubeconfig .ci-state/k8s/kubeconfig [--runs N] [--image gp/kernel-py:test]
@@ -229,7 +230,9 @@ def start_anchor(anchor_python: str, kubeconfig: str, base_image: str, workdir: 
         template.write_text(text)
     env = {
         **os.environ,
-        "PATH": f"{Path(anchor_python).parent}:{os.environ.get('PATH', '')}",  # its argv runs "python"
+        # Its argv runs "python"; it copies the server's whole environment into the pod (its bug), PATH
+        # included, so the image's venv must be on it too for the pod to find python.
+        "PATH": f"{Path(anchor_python).absolute().parent}:/opt/venv/bin:{os.environ.get('PATH', '')}",
         "KUBECONFIG": kubeconfig,
         "GP_USE_INCLUSTER_CONFIG": "false",
         "GP_NAMESPACE": NAMESPACE,
@@ -311,17 +314,35 @@ class LoopWatch:
         self._done.set()
 
 
-async def bench_concurrent(kernels: Path, anchor: Anchor | None, count: int = 5) -> None:
+async def _stall_during(work) -> tuple[object, float]:
     watch = LoopWatch()
     watcher = asyncio.create_task(watch.run())
-    latencies = await asyncio.gather(*(gp_start(kernels) for _ in range(count)))
-    watch.stop()
-    await watcher
+    try:
+        result = await work
+    finally:
+        watch.stop()
+        await watcher
+    return result, watch.worst
+
+
+async def bench_concurrent(
+    kernels: Path, core, image: str, workdir: Path, anchor: Anchor | None, count: int = 5
+) -> None:
+    _, idle = await _stall_during(asyncio.sleep(3))
+    latencies, stall = await _stall_during(asyncio.gather(*(gp_start(kernels) for _ in range(count))))
+    bare, bare_stall = await _stall_during(
+        asyncio.gather(*(bare_start(core, image, workdir) for _ in range(count)))
+    )
     print(f"{count} concurrent launches, each start -> first reply:")
+    print(
+        f"  bare pods:  max {max(bare):.2f}s, median {statistics.median(bare):.2f}s (loop stall {bare_stall * 1000:.1f} ms)"
+    )
+    print(f"  ratio gp / bare pods (max): {max(latencies) / max(bare):.2f}x")
+    print(f"  idle event loop on this machine right now: max stall {idle * 1000:.1f} ms (machine noise)")
     print(
         f"  gp k8s:     max {max(latencies):.2f}s, median {statistics.median(latencies):.2f}s (target each <= 3.0 s; anchor 7.2 s)"
     )
-    print(f"  event-loop stall during them: max {watch.worst * 1000:.1f} ms (target <= 5 ms; anchor 89 ms)")
+    print(f"  event-loop stall during them: max {stall * 1000:.1f} ms (target <= 5 ms; anchor 89 ms)")
     if anchor:
         theirs = await asyncio.to_thread(anchor.ask, f"concurrent {count}")
         print(f"  anchor:     max {max(theirs):.2f}s, median {statistics.median(theirs):.2f}s")
@@ -403,7 +424,7 @@ async def main(args: argparse.Namespace) -> None:
             anchor = start_anchor(args.anchor_python, kubeconfig, base, Path(tmp))
         try:
             await bench_start(args.runs, kernels, core, args.image, workdir, anchor)
-            await bench_concurrent(kernels, anchor)
+            await bench_concurrent(kernels, core, args.image, workdir, anchor)
             await bench_missing_image(kernels, anchor)
         finally:
             if anchor:

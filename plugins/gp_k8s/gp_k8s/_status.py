@@ -43,17 +43,20 @@ def _watch(ref: ClusterRef, scope: str, feed: WatchFeed[_kube.PodStatus]) -> Non
         else:
             feed.put(key, status)
 
-    try:
-        _kube.watch_kernel_pods(
-            ref,
-            scope or None,
-            version,
-            on_event,
-            lambda response: feed.on_stop(partial(_kube.abort_response, response)),
-            WATCH_SECONDS,
-        )
-    except _kube.WatchExpired:
-        return  # too old a resourceVersion: the next call lists again
+    # One WATCH after another from the last resourceVersion, without listing again or a gap in between;
+    # the source's stop aborts the one in progress (on_stop), so this returns promptly when asked.
+    while not feed.stopping.is_set():
+        try:
+            version = _kube.watch_kernel_pods(
+                ref,
+                scope or None,
+                version,
+                on_event,
+                lambda response: feed.on_stop(partial(_kube.abort_response, response)),
+                WATCH_SECONDS,
+            )
+        except _kube.WatchExpired:
+            return  # too old a resourceVersion: the next call lists again
 
 
 def source_for(options: K8sOptions) -> StatusSource[_kube.PodStatus]:
