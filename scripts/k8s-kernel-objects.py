@@ -1,5 +1,6 @@
 """Print one line per kernel object gp-k8s created on the test cluster ("<kind> <namespace/name>"):
-pods labelled component=kernel,app=gp, and namespaces and RoleBindings labelled app=gp.
+pods labelled component=kernel,app=gp (kernels) or component=kernel-pool,app=gp (parked), and namespaces and
+RoleBindings labelled component=kernel,app=gp.
 
     python scripts/k8s-kernel-objects.py KUBECONFIG
 
@@ -21,6 +22,12 @@ def main() -> int:
     selector = "component=kernel,app=gp"
     for pod in core.list_pod_for_all_namespaces(label_selector=selector, _request_timeout=10).items:
         print(f"k8s-pod {pod.metadata.namespace}/{pod.metadata.name}")
+        if delete:
+            core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
+    for pod in core.list_pod_for_all_namespaces(
+        label_selector="component=kernel-pool,app=gp", _request_timeout=10
+    ).items:
+        print(f"k8s-parked-pod {pod.metadata.namespace}/{pod.metadata.name}")
         if delete:
             core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
     for namespace in core.list_namespace(label_selector=selector, _request_timeout=10).items:

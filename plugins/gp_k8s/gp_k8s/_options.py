@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Float, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 
 from gp_core import BackendOptions, env_default
 
@@ -234,6 +234,11 @@ class K8sOptions(BackendOptions):
         help="Pods meet the 'restricted' Pod Security Standard: runAsNonRoot, no privilege escalation, all "
         "capabilities dropped, RuntimeDefault seccomp.",
     )
+    pool_size = Integer(
+        config=True,
+        help="Pods kept parked (running, ipykernel imported) for launches of this kernel, so a kernel starts "
+        "faster than a new pod can; shared namespace mode only; 0 = none (env GP_K8S_POOL_SIZE, default 0).",
+    )
     stop_timeout = Float(5.0, config=True, help="Grace period (seconds) of a graceful pod deletion.")
     delete_timeout = Float(
         60.0, config=True, help="Seconds terminate waits for the kernel's pod (and namespace) to be gone."
@@ -259,6 +264,14 @@ class K8sOptions(BackendOptions):
     _mirror_default = default("mirror_working_dirs")(env_default("GP_MIRROR_WORKING_DIRS", False))
     _host_network_default = default("host_network")(env_default("GP_K8S_HOST_NETWORK", False))
     _kinds_default = default("allowed_kinds")(env_default("GP_K8S_ALLOWED_KINDS", ["Pod"]))
+    _pool_size_default = default("pool_size")(env_default("GP_K8S_POOL_SIZE", 0))
+
+    @validate("pool_size")
+    def _check_pool_size(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if not 0 <= value <= 16:
+            raise TraitError(f"pool_size must be within 0..16, not {value!r}")
+        return value
 
     @validate("default_uid", "default_gid")
     def _check_default_id(self, proposal: Any) -> str:

@@ -152,6 +152,8 @@ def remove_kernel(
 ) -> None:
     """Delete everything gp created for the kernel and wait until it is gone (blocking)."""
     namespace, pod = handle["namespace"], handle["pod"]
+    # Forced: grace period 0, the pod leaves the API at once and the kubelet kills its containers (a grace
+    # period of 1 s keeps it listed until then, but the kubelet takes 5-15 s to confirm on a busy node).
     grace = 0 if force else int(options.stop_timeout)
     remove_objects(ref, handle, grace, log)
     _kube.wait_gone(

@@ -511,4 +511,4 @@ def render(
         env=kernel_env,
         options=options,
     )
-    return {"namespace": namespace, "pod": pod, "objects": others}
+    return {"namespace": namespace, "pod": pod, "objects": others, "cmd": list(cmd), "env": kernel_env}

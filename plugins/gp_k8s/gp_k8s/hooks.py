@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gp_core import BackendOptions, Handle, Resources, Rollback, hookimpl
+from gp_core import BackendError, BackendOptions, Handle, Resources, Rollback, hookimpl
 
 from . import _kube, _namespaces, _pods, _render, _status
 from ._options import K8sOptions
@@ -65,15 +66,52 @@ async def render_resources(
 
 @hookimpl
 async def launch(
-    resources: Resources, options: K8sOptions, rollback: Rollback, log: logging.Logger
+    kernel_id: str, resources: Resources, options: K8sOptions, rollback: Rollback, log: logging.Logger
 ) -> Handle:
     ref = _pods.cluster_ref(options)
+    if options.pool_size:
+        handle = await _launch_pooled(ref, kernel_id, resources, options, rollback, log)
+        if handle is not None:
+            return handle
     handle = await rollback.create_in_thread(
         partial(_pods.create_kernel, ref, resources, log),
         lambda created: _pods.remove_kernel(ref, created, options, restart=True, force=True, log=log),
         what=f"pod {resources['namespace']['name']}/{resources['pod']['metadata']['name']}",
     )
     log.debug("Kernel pod %s/%s created", handle["namespace"], handle["pod"])
+    return handle
+
+
+async def _launch_pooled(
+    ref: Any,
+    kernel_id: str,
+    resources: Resources,
+    options: K8sOptions,
+    rollback: Rollback,
+    log: logging.Logger,
+) -> Handle | None:
+    """Take a parked pod for this launch, if its pool has one; None: start a pod of its own."""
+    from . import _pool  # the pool's imports are not needed without pool_size
+
+    pool = _pool.pool_for(ref, resources, options.pool_size)
+    if pool is None:
+        log.debug("pool_size is set, but this launch cannot be pooled (shared namespace, launcher argv only)")
+        return None
+    parked = await asyncio.to_thread(pool.take)
+    if parked is None:
+        return None
+    resources = {**resources, "env": {**resources["env"], "KERNEL_POD_NAME": parked.name}}
+    try:
+        handle = await rollback.create_in_thread(
+            partial(_pool.assign, ref, parked, resources, kernel_id),
+            lambda created: _pods.remove_kernel(ref, created, options, restart=True, force=True, log=log),
+            what=f"pod {parked.namespace}/{parked.name} (from the pool)",
+        )
+    except BackendError as exc:
+        log.warning("%s; starting a new pod instead", exc)
+        return None
+    _pods.created_at[_kube.pod_key(handle["namespace"], handle["pod"])] = time.monotonic()
+    log.debug("Kernel pod %s/%s taken from the pool", handle["namespace"], handle["pod"])
     return handle
 
 
