@@ -92,7 +92,13 @@ def reset_clients() -> None:
         clients = list(_clients.values())
         _clients.clear()
     for item in clients:
-        try:
-            item.close()
-        except Exception:
-            pass
+        close_client(item)
+
+
+def close_client(item: Any) -> None:
+    """Close an ApiClient and the connections of its pool (``ApiClient.close`` leaves those open)."""
+    try:
+        item.close()
+        item.rest_client.pool_manager.clear()
+    except Exception:
+        pass

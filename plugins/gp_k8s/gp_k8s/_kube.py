@@ -378,6 +378,8 @@ def watch_kernel_pods(
             response = core.list_pod_for_all_namespaces(**kwargs)
     except Exception as exc:
         raise api_error(exc, "watch", "pods", namespace) from exc
+    connection = getattr(response, "connection", None)  # urllib3 forgets it when a read fails
+    sock = getattr(connection, "sock", None)
     on_response(response)
     try:
         for line in iter_resp_lines(response):
@@ -395,9 +397,29 @@ def watch_kernel_pods(
             key = pod_key(metadata.get("namespace", ""), metadata.get("name", ""))
             on_event(kind, key, summarize(obj) if kind != "DELETED" else None)
     finally:
+        # Closed here, in the reading thread, and not returned to the pool: after an abort (abort_response)
+        # the socket is shut down, and nothing else would ever close it.
         response.close()
-        response.release_conn()
+        if connection is not None:
+            connection.close()
+        if sock is not None:
+            sock.close()
     return resource_version
+
+
+def close_websocket(ws: Any) -> None:
+    """Close a kubernetes stream WSClient and its socket: once the server has closed its side,
+    ``WSClient.close()`` sends nothing and leaves the socket open."""
+    try:
+        ws.close()
+    except Exception:
+        pass
+    sock = getattr(ws, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown()  # websocket-client: closes the underlying socket
+        except Exception:
+            pass
 
 
 def abort_response(response: Any) -> None:
@@ -475,13 +497,18 @@ def exec_signal(ref: ClusterRef, namespace: str, name: str, signum: int, log: lo
         if api is None:
             api = _exec_clients[ref] = client.CoreV1Api(client.ApiClient(load_configuration(ref)))
         try:
-            output = stream(
+            ws = stream(
                 api.connect_get_namespaced_pod_exec, name, namespace, container="kernel",
                 command=["/bin/sh", "-c", 'kill -s "$0" 1 && echo delivered', str(int(signum))],
-                stderr=True, stdin=False, stdout=True, tty=False, _request_timeout=REQUEST_TIMEOUT,
+                stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
             )  # fmt: skip
         except Exception as exc:
             raise api_error(exc, "create", "pods/exec", namespace) from exc
+        try:
+            ws.run_forever(timeout=REQUEST_TIMEOUT[1])
+            output = "".join(ws.read_all())
+        finally:
+            close_websocket(ws)
     delivered = "delivered" in str(output)
     if not delivered:
         log.warning("kill %d in pod %s/%s said: %s", signum, namespace, name, str(output).strip()[:500])

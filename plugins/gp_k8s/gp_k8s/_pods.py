@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from gp_core import BackendError, Handle, LaunchError, Resources
@@ -163,7 +164,7 @@ def remove_kernel(
     )
     for kind, name in handle.get("objects", []):
         _kube.wait_gone(
-            lambda k=kind, n=name: _kube.object_exists(ref, k, n, namespace),
+            partial(_kube.object_exists, ref, kind, name, namespace),
             options.delete_timeout,
             f"{kind} {namespace}/{name}",
         )

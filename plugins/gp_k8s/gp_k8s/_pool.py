@@ -260,7 +260,7 @@ def assign(ref: ClusterRef, parked: Parked, resources: Resources, kernel_id: str
             parked.name, parked.namespace, patch,
         )  # fmt: skip
         parked.attach.write_stdin(line)
-        parked.attach.close()
+        _kube.close_websocket(parked.attach)
     except Exception as exc:
         _discard(ref, parked)
         raise BackendError(f"Could not assign parked pod {parked.namespace}/{parked.name}: {exc}") from exc
@@ -276,10 +276,7 @@ def assign(ref: ClusterRef, parked: Parked, resources: Resources, kernel_id: str
 
 def _discard(ref: ClusterRef, parked: Parked) -> None:
     if parked.attach is not None:
-        try:
-            parked.attach.close()
-        except Exception:
-            pass
+        _kube.close_websocket(parked.attach)
     try:
         _kube.delete_object(ref, "Pod", parked.name, parked.namespace, grace_seconds=0)
     except BackendError as exc:

@@ -100,8 +100,12 @@ def _cluster_or_error() -> Cluster | str:
 
 
 @pytest.fixture(scope="session")
-def cluster_or_error() -> Cluster | str:
-    return _cluster_or_error()
+def cluster_or_error() -> Any:
+    found = _cluster_or_error()
+    yield found
+    if isinstance(found, Cluster):
+        found.api_client.close()
+        found.api_client.rest_client.pool_manager.clear()
 
 
 @pytest.fixture

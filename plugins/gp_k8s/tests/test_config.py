@@ -59,10 +59,14 @@ def test_in_cluster_config_from_a_service_account(
     assert configuration.host == "https://127.0.0.1:16443"
     from kubernetes import client
 
-    api = client.CoreV1Api(client.ApiClient(configuration))
-    assert api.list_namespaced_pod(namespace).items == []  # authenticated as the service account
-    with pytest.raises(client.exceptions.ApiException) as refused:
-        api.list_namespaced_pod("kube-system")
+    api_client = client.ApiClient(configuration)
+    try:
+        api = client.CoreV1Api(api_client)
+        assert api.list_namespaced_pod(namespace).items == []  # authenticated as the service account
+        with pytest.raises(client.exceptions.ApiException) as refused:
+            api.list_namespaced_pod("kube-system")
+    finally:
+        _config.close_client(api_client)
     assert (
         refused.value.status == 403 and f"system:serviceaccount:{namespace}:gp-server" in refused.value.body
     )
