@@ -56,12 +56,16 @@ def load_configuration(ref: ClusterRef, service_account_dir: str = SERVICE_ACCOU
             )
             loader.load_and_set(configuration)
         else:
-            config.load_kube_config(context=ref.context or None, client_configuration=configuration)
+            # The client reads KUBECONFIG once, at its import; the server's environment now is what counts.
+            default = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+            config.load_kube_config(
+                config_file=default, context=ref.context or None, client_configuration=configuration
+            )
     except (ConfigException, OSError, TypeError, ValueError) as exc:
         tried = (
             f"kubeconfig {ref.kubeconfig!r}"
             if ref.kubeconfig
-            else "in-cluster config (not in a pod), then the default kubeconfig (~/.kube/config)"
+            else "in-cluster config (not in a pod), then the default kubeconfig (KUBECONFIG, else ~/.kube/config)"
         )
         raise BackendError(
             f"gp-k8s cannot configure its Kubernetes client from {tried}: {exc}. Set kubeconfig "
