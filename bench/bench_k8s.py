@@ -313,6 +313,7 @@ async def bench_start(
         "bare": "bare hostNetwork pod (ConfigMap conn file)",
         "gp": "gp k8s",
         "anchor": "gateway_provisioners 0.5.0 k8s",
+        "gp-pool": "gp k8s, pool_size=1",
     }
     for name, median in medians.items():
         spread = f"{min(results[name]):.2f}-{max(results[name]):.2f}"

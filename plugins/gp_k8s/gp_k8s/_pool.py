@@ -91,6 +91,7 @@ class PodPool:
         self._lock = threading.Lock()
         self._filling = False
         self._closed = False
+        self._filler: threading.Thread | None = None
 
     def take(self) -> Parked | None:
         """A parked pod that still runs, or None (then the caller starts a pod of its own)."""
@@ -117,7 +118,8 @@ class PodPool:
             if self._filling or self._closed:
                 return
             self._filling = True
-        threading.Thread(target=self._fill, args=(delay,), name="gp-k8s-pool", daemon=True).start()
+            self._filler = threading.Thread(target=self._fill, args=(delay,), name="gp-k8s-pool", daemon=True)
+            self._filler.start()
 
     def _fill(self, delay: float) -> None:
         try:
@@ -145,11 +147,15 @@ class PodPool:
             return not self._filling and len(self._parked) >= self.size
 
     def close(self) -> None:
+        """Delete the parked pods, including one a refill is creating right now (it is waited for)."""
         with self._lock:
             self._closed = True
             parked, self._parked = list(self._parked), deque()
+            filler = self._filler
         for item in parked:
             _discard(self.ref, item)
+        if filler is not None and filler is not threading.current_thread():
+            filler.join(PARK_TIMEOUT + 10)  # it discards what it parks once it sees the pool closed
 
 
 _pools: dict[str, PodPool] = {}
