@@ -80,6 +80,26 @@ def is_dns_label(text: str) -> bool:
 class K8sOptions(BackendOptions):
     """Options of the ``k8s`` backend."""
 
+    request_variables = {
+        "KERNEL_USERNAME": "First part of the pod's (and an automatic namespace's) name, {user}-{kernel_id} as a "
+        "DNS-1123 label; kept whole in the pod's gp/kernel-username annotation.",
+        "KERNEL_IMAGE": "Another kernel image, only one allowed_images matches.",
+        "KERNEL_NAMESPACE": "An existing namespace of the request's own, only with allow_kernel_namespace "
+        "(and allowed_kernel_namespaces); never deleted by gp.",
+        "KERNEL_SERVICE_ACCOUNT_NAME": "The pod's service account, only with KERNEL_NAMESPACE.",
+        "KERNEL_UID": "User id the kernel runs as (a number; prohibited_uids and 0 refused; default default_uid).",
+        "KERNEL_GID": "Group id the kernel runs as (a number; prohibited_gids refused; default default_gid).",
+        "KERNEL_WORKING_DIR": "The kernel's working directory, only with mirror_working_dirs (absolute path).",
+        "KERNEL_CPUS": "CPU request of the kernel container, at most max_resources['cpu'].",
+        "KERNEL_MEMORY": "Memory request, at most max_resources['memory'].",
+        "KERNEL_GPUS": "nvidia.com/gpu request, at most max_resources['nvidia.com/gpu'].",
+        "KERNEL_CPUS_LIMIT": "CPU limit, at most max_resources['cpu'].",
+        "KERNEL_MEMORY_LIMIT": "Memory limit, at most max_resources['memory'].",
+        "KERNEL_GPUS_LIMIT": "nvidia.com/gpu limit, at most max_resources['nvidia.com/gpu'].",
+        "KERNEL_EXECUTOR_IMAGE": "Set by gp in the kernel's env from executor_image (Spark executors).",
+        "KERNEL_POD_NAME": "Set by gp in the kernel's env: the pod's name.",
+    }
+
     kubeconfig = Unicode(
         config=True,
         help="kubeconfig file the server talks to the cluster with (env GP_KUBECONFIG, else KUBECONFIG); "

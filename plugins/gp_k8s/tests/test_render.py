@@ -292,12 +292,17 @@ def test_env_defaults_use_the_anchor_names(monkeypatch: pytest.MonkeyPatch):
         K8sOptions.from_config("k8s", {})
 
 
-def test_importing_the_backend_does_not_decide_the_cluster_configuration(monkeypatch: pytest.MonkeyPatch):
-    import importlib
+def test_importing_the_backend_does_not_decide_the_cluster_configuration(tmp_path: Path):
+    # In a fresh interpreter (this one's modules are shared with the other tests): no cluster, no kubeconfig,
+    # and importing and loading the backend still works; nothing is configured until a kernel starts.
+    import subprocess
     import sys
 
-    for name in [n for n in sys.modules if n.startswith("gp_k8s")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-    hooks = importlib.import_module("gp_k8s.hooks")  # no error: nothing is loaded at import
-    assert hooks.declare_options() is not None
+    code = (
+        "from gp_core import get_backend; backend = get_backend('k8s'); "
+        "import sys; print('kubernetes' in sys.modules, backend.options_class.__name__)"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": "/nonexistent/kubeconfig"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "K8sOptions"]  # the kubernetes client is not even imported
