@@ -171,12 +171,12 @@ class K8sOptions(BackendOptions):
         Unicode(),
         config=True,
         help="User ids a request may not run the kernel as (env GP_PROHIBITED_UIDS, default 0).",
-    )
+    ).tag(policy="deny")
     prohibited_gids = List(
         Unicode(),
         config=True,
         help="Group ids a request may not run the kernel as (env GP_PROHIBITED_GIDS, default 0).",
-    )
+    ).tag(policy="deny")
     mirror_working_dirs = Bool(
         config=True,
         help="Honour a request's KERNEL_WORKING_DIR as the kernel's working directory "

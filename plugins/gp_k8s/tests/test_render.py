@@ -306,3 +306,10 @@ def test_importing_the_backend_does_not_decide_the_cluster_configuration(tmp_pat
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "K8sOptions"]  # the kubernetes client is not even imported
+
+
+def test_kernel_json_cannot_take_a_prohibited_id_off_the_servers_list():
+    opts = options(prohibited_uids=["5"], prohibited_gids=[])
+    assert opts.prohibited_uids == ["0", "5"] and opts.prohibited_gids == ["0"]
+    with pytest.raises(BackendError, match="KERNEL_UID='0' refused"):
+        rendered(env={"KERNEL_UID": "0"}, prohibited_uids=[], run_as_non_root=False)
