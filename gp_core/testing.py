@@ -220,3 +220,32 @@ def require_backend(backend: str, reason: str) -> NoReturn:
     if backend in parse_list(os.environ.get("GP_REQUIRED_BACKENDS", "")):
         pytest.fail(f"required gp backend {backend!r} is unavailable: {reason}")
     pytest.skip(f"gp backend {backend!r} unavailable: {reason}")
+
+
+def require_language(language: str, reason: str) -> NoReturn:
+    """Skip a test whose kernel language is not installed here, or fail it when ``GP_REQUIRED_LANGUAGES``
+    names the language (e.g. ``GP_REQUIRED_LANGUAGES=r,scala`` in CI)."""
+    import pytest
+
+    if language in parse_list(os.environ.get("GP_REQUIRED_LANGUAGES", "").lower()):
+        pytest.fail(f"required kernel language {language!r} is unavailable: {reason}")
+    pytest.skip(f"kernel language {language!r} unavailable: {reason}")
+
+
+def r_kernel_missing() -> str | None:
+    """Why an R kernel cannot run here (no Rscript, or no IRkernel package), or ``None``."""
+    import shutil
+    import subprocess
+
+    rscript = shutil.which(os.environ.get("GP_RSCRIPT") or "Rscript")
+    if rscript is None:
+        return "Rscript is not installed (bash scripts/setup-system.sh --languages r)"
+    probe = subprocess.run(
+        [rscript, "-e", "quit(status = if (requireNamespace('IRkernel', quietly = TRUE)) 0 else 3)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return f"the R package IRkernel is not installed ({probe.stderr.strip()[-300:]})"
+    return None

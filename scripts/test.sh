@@ -28,6 +28,8 @@ export GP_TEST_SSH_DIR=${GP_TEST_SSH_DIR:-$STATE/ssh}
 export GP_TEST_SSH_PORT=${GP_TEST_SSH_PORT:-22222}
 export GP_TEST_PYTHON=${GP_TEST_PYTHON:-$PY}
 export GP_REQUIRED_BACKENDS=${GP_REQUIRED_BACKENDS-docker,docker-swarm,ssh}
+# Kernel languages whose tests must run (fail, not skip, when their runtime is missing); setup installs them.
+export GP_REQUIRED_LANGUAGES=${GP_REQUIRED_LANGUAGES-}
 export PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-300}
 RUFF_VERSION=0.17.6   # pinned: lint results must not change under our feet
 MYPY_VERSION=2.4.1    # pinned likewise
@@ -87,7 +89,7 @@ trap 'exit 143' TERM
 
 # ---- 1. system packages ----------------------------------------------------------------------------------
 step "system packages"
-bash scripts/setup-system.sh
+bash scripts/setup-system.sh --languages "$GP_REQUIRED_LANGUAGES"
 
 # ---- 2. python venv --------------------------------------------------------------------------------------
 step "python venv $VENV"
@@ -179,6 +181,7 @@ fi
 step "pytest $*"
 echo "GP_RESPONSE_IP=$GP_RESPONSE_IP GP_TEST_KERNEL_IMAGE=$GP_TEST_KERNEL_IMAGE GP_TEST_SSH_DIR=$GP_TEST_SSH_DIR"
 echo "GP_TEST_SSH_PORT=$GP_TEST_SSH_PORT GP_TEST_PYTHON=$GP_TEST_PYTHON GP_REQUIRED_BACKENDS=$GP_REQUIRED_BACKENDS"
+echo "GP_REQUIRED_LANGUAGES=$GP_REQUIRED_LANGUAGES"
 pre_kernels=$(kernel_objects)
 tests_ran=1
 set +e

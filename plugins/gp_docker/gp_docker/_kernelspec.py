@@ -9,6 +9,7 @@ from typing import Any
 
 #: Where ``jupyter image-bootstrap install`` (default ``--dest``) puts the launcher inside an image.
 IMAGE_LAUNCHER = "/usr/local/bin/kernel-launchers/python/launch_ipykernel.py"
+IMAGE_LAUNCHERS_DIR = "/usr/local/bin/kernel-launchers"
 
 
 def docker_kernel_spec(
@@ -17,7 +18,11 @@ def docker_kernel_spec(
     """Point argv at the launcher inside the image and record the image, network and pool options."""
     shutil.rmtree(spec_dir / "scripts", ignore_errors=True)  # core staged a local launcher: not used here
     python = getattr(app, "python", "") or "python3"
-    kernel_spec["argv"] = [python, IMAGE_LAUNCHER, *app.launcher_args()]
+    language = getattr(app, "language", "python")
+    launcher = (
+        IMAGE_LAUNCHER if language == "python" else f"{IMAGE_LAUNCHERS_DIR}/{language}/{app.launcher_name()}"
+    )
+    kernel_spec["argv"] = [python, launcher, *app.launcher_args()]
     config = kernel_spec["metadata"]["kernel_provisioner"]["config"]
     for option, attribute in (("image", "image_name"), ("network", "network")):
         value = getattr(app, attribute, "")

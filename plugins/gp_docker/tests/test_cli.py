@@ -116,7 +116,7 @@ def test_docker_spec_image_defaults_to_env_and_warns_without_one(tmp_path, no_do
 
 
 def test_docker_spec_refuses_bad_input(tmp_path):
-    assert docker_spec("install", f"--prefix={tmp_path}", "--language=r").returncode != 0
+    assert docker_spec("install", f"--prefix={tmp_path}", "--language=julia").returncode != 0
     result = docker_spec("install", f"--prefix={tmp_path}", "--network= ")  # checked like a launch would
     assert result.returncode != 0 and "network" in result.stderr
     result = docker_spec("install", f"--prefix={tmp_path}", "--pool-size=99")
@@ -151,9 +151,9 @@ def test_image_bootstrap_launchers_only_and_languages(tmp_path):
 
 
 def test_image_bootstrap_refuses_unknown_languages_before_writing(tmp_path):
-    result = image_bootstrap("install", f"--dest={tmp_path}/out", "--languages=python", "--languages=R")
+    result = image_bootstrap("install", f"--dest={tmp_path}/out", "--languages=python", "--languages=julia")
     assert result.returncode == 1
-    assert "no kernel launcher for language 'r'" in result.stderr
+    assert "no kernel launcher for language 'julia'" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

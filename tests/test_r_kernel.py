@@ -1,0 +1,282 @@
+"""R kernels (IRkernel) through gp's R launcher on the local backend: real R, real protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+
+from gp_core.launcher import PLACEHOLDER_ARGS, R_LAUNCHER_PATH
+from gp_core.testing import kernel_manager, r_kernel_missing, require_language, start_kernel, write_kernelspec
+
+pytestmark = pytest.mark.r
+
+
+@pytest.fixture(scope="module", autouse=True)
+def r_available() -> None:
+    missing = r_kernel_missing()
+    if missing:
+        require_language("r", missing)
+
+
+async def run_r(km: AsyncKernelManager, code: str, timeout: float = 60) -> tuple[str, dict[str, Any]]:
+    """Run R ``code``; return (its stdout and results as text, the execute_reply content)."""
+    client = km.client()
+    client.start_channels()
+    output: list[str] = []
+
+    def collect(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            output.append(msg["content"]["text"])
+        elif msg["msg_type"] in ("execute_result", "display_data"):
+            output.append(msg["content"]["data"].get("text/plain", "") + "\n")
+        elif msg["msg_type"] == "error":
+            output.append(f"{msg['content']['ename']}: {msg['content']['evalue']}\n")
+
+    try:
+        await client.wait_for_ready(timeout=timeout)
+        reply = await client.execute_interactive(code, timeout=timeout, output_hook=collect)
+    finally:
+        client.stop_channels()
+    return "".join(output), reply["content"]
+
+
+async def interrupt_r_sleep(km: AsyncKernelManager, timeout: float = 30) -> tuple[dict[str, Any], float]:
+    """Start ``Sys.sleep(60)``, interrupt it; return the execute_reply and the seconds it took."""
+    loop = asyncio.get_running_loop()
+    client = km.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=timeout)
+        msg_id = client.execute("Sys.sleep(60)")
+        while True:
+            msg = await client.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+                break
+        await asyncio.sleep(0.5)
+        started = loop.time()
+        await km.interrupt_kernel()
+        while True:
+            reply = await client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"], loop.time() - started
+    finally:
+        client.stop_channels()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+async def _wait_gone(pid: int, seconds: float = 10) -> bool:
+    for _ in range(int(seconds * 10)):
+        if not _alive(pid):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def check_r_lifecycle(km: AsyncKernelManager) -> None:
+    """Execute, interrupt, restart, execute again, shut down: the checks every backend's R test makes."""
+    output, reply = await run_r(km, 'cat(6 * 7, "\\n"); R.version$language')
+    assert reply["status"] == "ok", reply
+    assert output.split() == ["42", "[1]", '"R"'], output
+    pid = (await km.provisioner.get_provisioner_info())["handle"].get("pid") if km.provisioner else None
+    reply, took = await interrupt_r_sleep(km)
+    assert reply["status"] == "abort", reply  # IRkernel's answer to an interrupted cell
+    assert took < 20, f"the interrupt took {took:.1f} s: Sys.sleep(60) was not interrupted"
+    output, reply = await run_r(km, "x <- 5; cat(x * 2)")
+    assert output == "10", output  # the kernel lives on after the interrupt
+    await km.restart_kernel()
+    output, reply = await run_r(km, 'cat(exists("x"), Sys.getpid() > 0)')
+    assert output == "FALSE TRUE", output  # a fresh R session
+    assert isinstance(pid, int)
+    assert await _wait_gone(pid), f"the R kernel {pid} survived the restart"
+    new_pid = (await km.provisioner.get_provisioner_info())["handle"]["pid"]
+    await km.shutdown_kernel()
+    assert await _wait_gone(int(new_pid)), f"the R kernel {new_pid} survived the shutdown"
+
+
+def r_spec(tmp_path: Path, **config: Any) -> Path:
+    return write_kernelspec(
+        tmp_path,
+        "r",
+        backend="local",
+        argv=[sys.executable, str(R_LAUNCHER_PATH), *PLACEHOLDER_ARGS],
+        config=config,
+        display_name="gp R test",
+    )
+
+
+async def test_r_kernel_executes_is_interrupted_restarted_and_shut_down(tmp_path):
+    km = kernel_manager(r_spec(tmp_path), "r")
+    await start_kernel(km)
+    try:
+        info = await km.provisioner.get_provisioner_info()  # type: ignore[union-attr]
+        pid = int(info["handle"]["pid"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        # The kernel's own process is R (exec'd by the launcher): signals to "the kernel" reach R itself.
+        assert any(part.endswith(b"launch_IRkernel.R") for part in cmdline), cmdline
+        await check_r_lifecycle(km)
+    finally:
+        if km.has_kernel:
+            await km.shutdown_kernel(now=True)
+
+
+async def test_r_kernel_binds_its_ports_inside_the_port_range(tmp_path):
+    km = kernel_manager(r_spec(tmp_path, port_range="47100..48100"), "r")
+    await start_kernel(km)
+    try:
+        info = km.get_connection_info()
+        ports = [info[name] for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]
+        comm_port = (await km.provisioner.get_provisioner_info())["comm_address"][1]  # type: ignore[union-attr]
+        assert all(47100 <= int(port) <= 48100 for port in [*ports, comm_port]), (ports, comm_port)
+        output, _ = await run_r(km, "cat(1 + 1)")
+        assert output == "2"
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+async def test_eager_spark_mode_without_sparkr_fails_the_launch_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPARK_HOME", raising=False)
+    write_kernelspec(
+        tmp_path,
+        "r",
+        backend="local",
+        argv=[
+            sys.executable,
+            str(R_LAUNCHER_PATH),
+            *PLACEHOLDER_ARGS,
+            "--spark-context-initialization-mode",
+            "eager",
+        ],
+        config={"launch_timeout": 30},
+    )
+    km = kernel_manager(tmp_path, "r")
+    with pytest.raises(Exception, match="needs the SparkR package"):
+        await start_kernel(km)
+
+
+async def test_lazy_spark_mode_without_sparkr_starts_the_kernel_without_spark(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPARK_HOME", raising=False)
+    write_kernelspec(
+        tmp_path,
+        "r",
+        backend="local",
+        argv=[
+            sys.executable,
+            str(R_LAUNCHER_PATH),
+            *PLACEHOLDER_ARGS,
+            "--spark-context-initialization-mode",
+            "lazy",
+        ],
+    )
+    km = kernel_manager(tmp_path, "r")
+    await start_kernel(km)
+    try:
+        output, _ = await run_r(km, 'cat(exists("spark"))')
+        assert output == "FALSE"
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+async def test_the_comm_port_signals_r_not_the_reporter(tmp_path):
+    """SIGINT sent to the whole process group (as jupyter_client does for local kernels) must not kill
+    the launcher's reporter, which keeps serving the comm port."""
+    km = kernel_manager(r_spec(tmp_path), "r")
+    await start_kernel(km)
+    try:
+        info = await km.provisioner.get_provisioner_info()  # type: ignore[union-attr]
+        os.killpg(int(info["handle"]["pgid"]), signal.SIGINT)
+        await asyncio.sleep(0.5)
+        reply, took = await interrupt_r_sleep(km)  # through the comm port: the reporter still answers
+        assert reply["status"] == "abort" and took < 20, (reply, took)
+        output, _ = await run_r(km, "cat(3 * 3)")
+        assert output == "9"
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+def install_local_spec(*args: str) -> subprocess.CompletedProcess[str]:
+    """``jupyter local-spec install ARGS`` in a fresh process (the apps are traitlets singletons)."""
+    code = "from gp_core.specapp import LocalSpecApp; LocalSpecApp.launch_instance()"
+    return subprocess.run(
+        [sys.executable, "-c", code, "install", *args], capture_output=True, text=True, check=False
+    )
+
+
+async def test_local_spec_install_language_r_writes_a_working_kernelspec(tmp_path):
+    result = install_local_spec(f"--prefix={tmp_path}", "--language=R")
+    assert result.returncode == 0, result.stderr
+    spec_dir = tmp_path / "share/jupyter/kernels/local_r"
+    spec = json.loads((spec_dir / "kernel.json").read_text())
+    assert spec["language"] == "R"
+    assert spec["argv"][1] == "{resource_dir}/scripts/launch_irkernel.py"
+    assert "--kernel-class-name" not in spec["argv"]
+    assert sorted(p.name for p in (spec_dir / "scripts").iterdir()) == [
+        "launch_IRkernel.R",
+        "launch_ipykernel.py",
+        "launch_irkernel.py",
+    ]
+    km = kernel_manager(tmp_path / "share/jupyter/kernels", "local_r")
+    await start_kernel(km)
+    try:
+        output, _ = await run_r(
+            km, 'cat(Sys.getenv("KERNEL_LANGUAGE"), Sys.getenv("KERNEL_ID") == "' + "" + '")'
+        )
+        assert output == "R FALSE", output
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+def test_image_bootstrap_installs_the_r_launcher(tmp_path):
+    from gp_core.bootstrap import install_launchers
+
+    written = install_launchers(tmp_path, ["python", "R"])
+    r_dir = tmp_path / "kernel-launchers/r"
+    assert sorted(p.name for p in r_dir.iterdir()) == [
+        "launch_IRkernel.R",
+        "launch_ipykernel.py",
+        "launch_irkernel.py",
+    ]
+    assert (r_dir / "launch_irkernel.py").read_bytes() == R_LAUNCHER_PATH.read_bytes()
+    assert tmp_path / "bootstrap-kernel.sh" in written
+
+
+async def test_the_image_entrypoint_starts_an_r_kernel(tmp_path, monkeypatch):
+    """bootstrap-kernel.sh with KERNEL_LANGUAGE from the spec's language (R), run by the local backend as
+    a container runtime would run it: a real R kernel, from the environment alone."""
+    from gp_core.bootstrap import install_launchers
+
+    install_launchers(tmp_path / "bin", ["r"])
+    # The entrypoint runs the image's python3: here, this environment's (it has pycryptodomex).
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    spec = write_kernelspec(
+        tmp_path / "specs", "r", backend="local", argv=[str(tmp_path / "bin/bootstrap-kernel.sh")]
+    )
+    kernel_json = spec / "r/kernel.json"
+    kernel_json.write_text(kernel_json.read_text().replace('"language": "python"', '"language": "R"'))
+    km = kernel_manager(spec, "r")
+    await start_kernel(km)
+    try:
+        output, _ = await run_r(
+            km, 'cat(nchar(Sys.getenv("KERNEL_ID")) == 36, Sys.getenv("GP_LAUNCH_TOKEN") == "")'
+        )
+        assert output == "TRUE TRUE", output  # the token is gone from the kernel's environment
+        reply, took = await interrupt_r_sleep(km)
+        assert reply["status"] == "abort" and took < 20, (reply, took)
+    finally:
+        await km.shutdown_kernel(now=True)
