@@ -280,3 +280,32 @@ async def test_the_image_entrypoint_starts_an_r_kernel(tmp_path, monkeypatch):
         assert reply["status"] == "abort" and took < 20, (reply, took)
     finally:
         await km.shutdown_kernel(now=True)
+
+
+SERVER_THAT_DIES = """
+import asyncio, sys
+from gp_core.testing import kernel_manager, start_kernel
+
+async def main():
+    km = kernel_manager(sys.argv[1], "r")
+    await start_kernel(km)
+    print((await km.provisioner.get_provisioner_info())["handle"]["pid"], flush=True)
+    await asyncio.sleep(3600)  # killed by the test meanwhile
+
+asyncio.run(main())
+"""
+
+
+async def test_a_local_r_kernel_dies_with_its_killed_server(tmp_path):
+    spec = r_spec(tmp_path)
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVER_THAT_DIES, str(spec), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None
+        kernel_pid = int(await asyncio.wait_for(server.stdout.readline(), 60))
+        assert _alive(kernel_pid)
+    finally:
+        server.kill()
+        await server.wait()
+    assert await _wait_gone(kernel_pid, 15), "the local R kernel outlived its server"

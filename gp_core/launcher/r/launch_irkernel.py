@@ -209,9 +209,30 @@ def run_reporter(args: argparse.Namespace, r_pid: int, comm_sock: socket.socket,
         if os.getppid() == r_pid:
             os.kill(r_pid, signal.SIGTERM)
         return 1
+    server_pid = _server_pid()
     while os.getppid() == r_pid:  # reparented: R is gone, and with it the kernel
+        if server_pid is not None and not _pid_exists(server_pid):
+            # JPY_PARENT_PID: a local kernel dies with its server, as ipykernel's parent poller makes it.
+            gp.say(f"the server process {server_pid} is gone: stopping the R kernel")
+            os.kill(r_pid, signal.SIGTERM)
+            server_pid = None
         time.sleep(PARENT_CHECK_INTERVAL)
     return 0
+
+
+def _server_pid() -> int | None:
+    text = os.environ.get("JPY_PARENT_PID", "")
+    return int(text) if text.isdigit() and int(text) > 1 else None
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------------------------- main
