@@ -43,12 +43,13 @@ def kernelspec_json(
     config: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     display_name: str | None = None,
+    language: str = "python",
 ) -> dict[str, Any]:
     """A kernel.json dict selecting ``backend`` through gp-remote-provisioner."""
     return {
         "argv": argv or launcher_argv(),
         "display_name": display_name or f"gp {backend} test",
-        "language": "python",
+        "language": language,
         "interrupt_mode": "signal",
         "env": env or {},
         "metadata": {
@@ -66,6 +67,13 @@ def write_kernelspec(directory: str | Path, name: str, *, backend: str, **kwargs
     spec_dir.mkdir(parents=True, exist_ok=True)
     (spec_dir / "kernel.json").write_text(json.dumps(kernelspec_json(backend, **kwargs), indent=1))
     return Path(directory)
+
+
+def r_launcher_argv(python: str = sys.executable, launcher: str | Path | None = None) -> list[str]:
+    """The kernel.json argv that runs gp's R launcher (IRkernel) with every placeholder core fills."""
+    from .launcher import R_LAUNCHER_PATH
+
+    return [python, str(launcher or R_LAUNCHER_PATH), *PLACEHOLDER_ARGS]
 
 
 def kernel_manager(kernelspec_dir: str | Path, name: str, **kwargs: Any) -> AsyncKernelManager:
@@ -130,6 +138,51 @@ async def interrupt_sleep(km: AsyncKernelManager, seconds: int = 60, timeout: fl
                 return reply["content"]
     finally:
         client.stop_channels()
+
+
+async def interrupt_running(
+    km: AsyncKernelManager, code: str, timeout: float = 30
+) -> tuple[dict[str, Any], float]:
+    """Start ``code`` (which runs for long), interrupt it once it runs; return the execute_reply content
+    and the seconds from the interrupt to the reply. Any kernel language."""
+    loop = asyncio.get_running_loop()
+    client = km.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=timeout)
+        msg_id = client.execute(code)
+        while True:
+            msg = await client.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+                break
+        await asyncio.sleep(0.5)
+        started = loop.time()
+        await km.interrupt_kernel()
+        while True:
+            reply = await client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"], loop.time() - started
+    finally:
+        client.stop_channels()
+
+
+async def check_r_kernel_lifecycle(km: AsyncKernelManager) -> None:
+    """An R kernel (gp's R launcher) executes R, is interrupted in ``Sys.sleep`` and lives on, is restarted
+    into a fresh session, and shuts down. Backend tests check afterwards that nothing is left running."""
+    output, reply = await execute(km, 'cat(6 * 7, "\\n"); print(R.version$language)')
+    if reply["status"] != "ok" or output.split() != ["42", "[1]", '"R"']:
+        raise AssertionError(f"R code did not run: {output!r} {reply}")
+    reply, took = await interrupt_running(km, "Sys.sleep(60)")
+    if reply["status"] != "abort" or took > 20:  # IRkernel answers an interrupted cell with "abort"
+        raise AssertionError(f"Sys.sleep(60) was not interrupted ({took:.1f} s): {reply}")
+    output, _ = await execute(km, "x <- 5; cat(x * 2)")
+    if output != "10":
+        raise AssertionError(f"the R kernel did not live on after the interrupt: {output!r}")
+    await km.restart_kernel()
+    output, _ = await execute(km, 'cat(exists("x"))')
+    if output != "FALSE":
+        raise AssertionError(f"the restarted R kernel is not a fresh session: {output!r}")
+    await km.shutdown_kernel()
 
 
 _CLOSE_LISTENING_PORT = """

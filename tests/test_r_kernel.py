@@ -12,10 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_client.manager import AsyncKernelManager
 
 from gp_core.launcher import PLACEHOLDER_ARGS, R_LAUNCHER_PATH
-from gp_core.testing import kernel_manager, r_kernel_missing, require_language, start_kernel, write_kernelspec
+from gp_core.testing import (
+    check_r_kernel_lifecycle,
+    execute,
+    interrupt_running,
+    kernel_manager,
+    r_kernel_missing,
+    r_launcher_argv,
+    require_language,
+    start_kernel,
+    write_kernelspec,
+)
 
 pytestmark = pytest.mark.r
 
@@ -25,51 +34,6 @@ def r_available() -> None:
     missing = r_kernel_missing()
     if missing:
         require_language("r", missing)
-
-
-async def run_r(km: AsyncKernelManager, code: str, timeout: float = 60) -> tuple[str, dict[str, Any]]:
-    """Run R ``code``; return (its stdout and results as text, the execute_reply content)."""
-    client = km.client()
-    client.start_channels()
-    output: list[str] = []
-
-    def collect(msg: dict[str, Any]) -> None:
-        if msg["msg_type"] == "stream":
-            output.append(msg["content"]["text"])
-        elif msg["msg_type"] in ("execute_result", "display_data"):
-            output.append(msg["content"]["data"].get("text/plain", "") + "\n")
-        elif msg["msg_type"] == "error":
-            output.append(f"{msg['content']['ename']}: {msg['content']['evalue']}\n")
-
-    try:
-        await client.wait_for_ready(timeout=timeout)
-        reply = await client.execute_interactive(code, timeout=timeout, output_hook=collect)
-    finally:
-        client.stop_channels()
-    return "".join(output), reply["content"]
-
-
-async def interrupt_r_sleep(km: AsyncKernelManager, timeout: float = 30) -> tuple[dict[str, Any], float]:
-    """Start ``Sys.sleep(60)``, interrupt it; return the execute_reply and the seconds it took."""
-    loop = asyncio.get_running_loop()
-    client = km.client()
-    client.start_channels()
-    try:
-        await client.wait_for_ready(timeout=timeout)
-        msg_id = client.execute("Sys.sleep(60)")
-        while True:
-            msg = await client.get_iopub_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
-                break
-        await asyncio.sleep(0.5)
-        started = loop.time()
-        await km.interrupt_kernel()
-        while True:
-            reply = await client.get_shell_msg(timeout=timeout)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                return reply["content"], loop.time() - started
-    finally:
-        client.stop_channels()
 
 
 def _alive(pid: int) -> bool:
@@ -89,34 +53,14 @@ async def _wait_gone(pid: int, seconds: float = 10) -> bool:
     return False
 
 
-async def check_r_lifecycle(km: AsyncKernelManager) -> None:
-    """Execute, interrupt, restart, execute again, shut down: the checks every backend's R test makes."""
-    output, reply = await run_r(km, 'cat(6 * 7, "\\n"); R.version$language')
-    assert reply["status"] == "ok", reply
-    assert output.split() == ["42", "[1]", '"R"'], output
-    pid = (await km.provisioner.get_provisioner_info())["handle"].get("pid") if km.provisioner else None
-    reply, took = await interrupt_r_sleep(km)
-    assert reply["status"] == "abort", reply  # IRkernel's answer to an interrupted cell
-    assert took < 20, f"the interrupt took {took:.1f} s: Sys.sleep(60) was not interrupted"
-    output, reply = await run_r(km, "x <- 5; cat(x * 2)")
-    assert output == "10", output  # the kernel lives on after the interrupt
-    await km.restart_kernel()
-    output, reply = await run_r(km, 'cat(exists("x"), Sys.getpid() > 0)')
-    assert output == "FALSE TRUE", output  # a fresh R session
-    assert isinstance(pid, int)
-    assert await _wait_gone(pid), f"the R kernel {pid} survived the restart"
-    new_pid = (await km.provisioner.get_provisioner_info())["handle"]["pid"]
-    await km.shutdown_kernel()
-    assert await _wait_gone(int(new_pid)), f"the R kernel {new_pid} survived the shutdown"
-
-
 def r_spec(tmp_path: Path, **config: Any) -> Path:
     return write_kernelspec(
         tmp_path,
         "r",
         backend="local",
-        argv=[sys.executable, str(R_LAUNCHER_PATH), *PLACEHOLDER_ARGS],
+        argv=r_launcher_argv(),
         config=config,
+        language="R",
         display_name="gp R test",
     )
 
@@ -130,7 +74,8 @@ async def test_r_kernel_executes_is_interrupted_restarted_and_shut_down(tmp_path
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         # The kernel's own process is R (exec'd by the launcher): signals to "the kernel" reach R itself.
         assert any(part.endswith(b"launch_IRkernel.R") for part in cmdline), cmdline
-        await check_r_lifecycle(km)
+        await check_r_kernel_lifecycle(km)
+        assert await _wait_gone(pid), f"the R kernel {pid} survived its restart and shutdown"
     finally:
         if km.has_kernel:
             await km.shutdown_kernel(now=True)
@@ -144,7 +89,7 @@ async def test_r_kernel_binds_its_ports_inside_the_port_range(tmp_path):
         ports = [info[name] for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]
         comm_port = (await km.provisioner.get_provisioner_info())["comm_address"][1]  # type: ignore[union-attr]
         assert all(47100 <= int(port) <= 48100 for port in [*ports, comm_port]), (ports, comm_port)
-        output, _ = await run_r(km, "cat(1 + 1)")
+        output, _ = await execute(km, "cat(1 + 1)")
         assert output == "2"
     finally:
         await km.shutdown_kernel(now=True)
@@ -187,7 +132,7 @@ async def test_lazy_spark_mode_without_sparkr_starts_the_kernel_without_spark(tm
     km = kernel_manager(tmp_path, "r")
     await start_kernel(km)
     try:
-        output, _ = await run_r(km, 'cat(exists("spark"))')
+        output, _ = await execute(km, 'cat(exists("spark"))')
         assert output == "FALSE"
     finally:
         await km.shutdown_kernel(now=True)
@@ -202,9 +147,11 @@ async def test_the_comm_port_signals_r_not_the_reporter(tmp_path):
         info = await km.provisioner.get_provisioner_info()  # type: ignore[union-attr]
         os.killpg(int(info["handle"]["pgid"]), signal.SIGINT)
         await asyncio.sleep(0.5)
-        reply, took = await interrupt_r_sleep(km)  # through the comm port: the reporter still answers
+        reply, took = await interrupt_running(
+            km, "Sys.sleep(60)"
+        )  # through the comm port: the reporter still answers
         assert reply["status"] == "abort" and took < 20, (reply, took)
-        output, _ = await run_r(km, "cat(3 * 3)")
+        output, _ = await execute(km, "cat(3 * 3)")
         assert output == "9"
     finally:
         await km.shutdown_kernel(now=True)
@@ -234,7 +181,7 @@ async def test_local_spec_install_language_r_writes_a_working_kernelspec(tmp_pat
     km = kernel_manager(tmp_path / "share/jupyter/kernels", "local_r")
     await start_kernel(km)
     try:
-        output, _ = await run_r(
+        output, _ = await execute(
             km, 'cat(Sys.getenv("KERNEL_LANGUAGE"), Sys.getenv("KERNEL_ID") == "' + "" + '")'
         )
         assert output == "R FALSE", output
@@ -272,11 +219,11 @@ async def test_the_image_entrypoint_starts_an_r_kernel(tmp_path, monkeypatch):
     km = kernel_manager(spec, "r")
     await start_kernel(km)
     try:
-        output, _ = await run_r(
+        output, _ = await execute(
             km, 'cat(nchar(Sys.getenv("KERNEL_ID")) == 36, Sys.getenv("GP_LAUNCH_TOKEN") == "")'
         )
         assert output == "TRUE TRUE", output  # the token is gone from the kernel's environment
-        reply, took = await interrupt_r_sleep(km)
+        reply, took = await interrupt_running(km, "Sys.sleep(60)")
         assert reply["status"] == "abort" and took < 20, (reply, took)
     finally:
         await km.shutdown_kernel(now=True)
