@@ -43,7 +43,9 @@ async def test_r_kernel_in_a_container(kernels: Kernels, r_image: str, leftovers
     kernels.spec("r", argv=r_launcher_argv("python3", R_LAUNCHER), config={"image": r_image})
     km = kernels.manager("r")
     kernel_id = await kernels.start(km)
-    output, _ = await execute(km, 'cat(file.exists("/.dockerenv"), Sys.getenv("KERNEL_ID"), system("id -u", intern = TRUE))')
+    output, _ = await execute(
+        km, 'cat(file.exists("/.dockerenv"), Sys.getenv("KERNEL_ID"), system("id -u", intern = TRUE))'
+    )
     assert output.split() == ["TRUE", kernel_id, "1000"], output
     await check_r_kernel_lifecycle(km)
     assert not leftovers([kernel_id])

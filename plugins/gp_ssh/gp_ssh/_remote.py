@@ -9,8 +9,9 @@ import asyncio
 import functools
 import logging
 from pathlib import Path
+from typing import Any
 
-from gp_core import BackendError, Handle, LaunchError, Resources, Rollback
+from gp_core import BackendError, Handle, LaunchError, Resources, Rollback, TunnelRoute
 
 from ._command import (
     LaunchRequest,
@@ -267,3 +268,26 @@ async def stop(handle: Handle, options: SshOptions, restart: bool, force: bool, 
             handle["log_path"],
         )
     log.debug("Kernel %s on %s: %s", kernel_id, target, outcome)
+
+
+def tunnel_route(handle: Handle, options: SshOptions) -> TunnelRoute:
+    """Tunnel through the pooled SSH connection to the kernel's host (the one that launched it)."""
+    return route_through(target_for(handle["host"], options, handle["port"], handle["user"]))
+
+
+def route_through(target: SshTarget, kernel_ip: str | None = None) -> TunnelRoute:
+    """A :class:`gp_core.TunnelRoute` of ``direct-tcpip`` channels on the pooled connection to ``target``."""
+
+    def open_channel(remote: tuple[str, int], keepalive: float) -> Any:
+        transport = POOL.client(target).get_transport()
+        if transport is None:
+            raise BackendError(f"The SSH connection to {target} is closed")
+        transport.set_keepalive(max(1, round(keepalive)))
+        try:
+            return transport.open_channel(
+                "direct-tcpip", remote, ("127.0.0.1", 0), timeout=target.connect_timeout
+            )
+        except Exception as exc:  # paramiko's ChannelException, SSHException, EOFError ...
+            raise BackendError(f"{target} refused to forward to {remote[0]}:{remote[1]}: {exc}") from exc
+
+    return TunnelRoute(open_channel, f"ssh {target}", kernel_ip)
