@@ -141,29 +141,36 @@ async def interrupt_sleep(km: AsyncKernelManager, seconds: int = 60, timeout: fl
 
 
 async def interrupt_running(
-    km: AsyncKernelManager, code: str, timeout: float = 30
+    km: AsyncKernelManager, code: str, marker: str, timeout: float = 30
 ) -> tuple[dict[str, Any], float]:
-    """Start ``code`` (which runs for long), interrupt it once it runs; return the execute_reply content
-    and the seconds from the interrupt to the reply. Any kernel language."""
-    loop = asyncio.get_running_loop()
+    """Run ``code`` (any kernel language), which prints ``marker`` and then runs for long; interrupt it once
+    the marker arrived; return the execute_reply content and the seconds from the interrupt to the reply."""
+    import time
+
     client = km.client()
     client.start_channels()
     try:
         await client.wait_for_ready(timeout=timeout)
         msg_id = client.execute(code)
-        while True:
+        printed = ""
+        while marker not in printed:  # interrupt only once the cell runs
             msg = await client.get_iopub_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
-                break
-        await asyncio.sleep(0.5)
-        started = loop.time()
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                printed += msg["content"].get("text", "")
+        started = time.monotonic()
         await km.interrupt_kernel()
         while True:
             reply = await client.get_shell_msg(timeout=timeout)
             if reply["parent_header"].get("msg_id") == msg_id:
-                return reply["content"], loop.time() - started
+                return reply["content"], time.monotonic() - started
     finally:
         client.stop_channels()
+
+
+async def interrupt_r_sleep(km: AsyncKernelManager, timeout: float = 30) -> tuple[dict[str, Any], float]:
+    """:func:`interrupt_running` with R's ``Sys.sleep(60)``."""
+    marker = f"gp-interrupt-sleep-{uuid.uuid4().hex}"
+    return await interrupt_running(km, f'cat("{marker}\\n"); Sys.sleep(60)', marker, timeout)
 
 
 async def check_r_kernel_lifecycle(km: AsyncKernelManager) -> None:
@@ -172,7 +179,7 @@ async def check_r_kernel_lifecycle(km: AsyncKernelManager) -> None:
     output, reply = await execute(km, 'cat(6 * 7, "\\n"); print(R.version$language)')
     if reply["status"] != "ok" or output.split() != ["42", "[1]", '"R"']:
         raise AssertionError(f"R code did not run: {output!r} {reply}")
-    reply, took = await interrupt_running(km, "Sys.sleep(60)")
+    reply, took = await interrupt_r_sleep(km)
     if reply["status"] != "abort" or took > 20:  # IRkernel answers an interrupted cell with "abort"
         raise AssertionError(f"Sys.sleep(60) was not interrupted ({took:.1f} s): {reply}")
     output, _ = await execute(km, "x <- 5; cat(x * 2)")

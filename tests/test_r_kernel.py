@@ -17,7 +17,7 @@ from gp_core.launcher import PLACEHOLDER_ARGS, R_LAUNCHER_PATH
 from gp_core.testing import (
     check_r_kernel_lifecycle,
     execute,
-    interrupt_running,
+    interrupt_r_sleep,
     kernel_manager,
     r_kernel_missing,
     r_launcher_argv,
@@ -147,9 +147,7 @@ async def test_the_comm_port_signals_r_not_the_reporter(tmp_path):
         info = await km.provisioner.get_provisioner_info()  # type: ignore[union-attr]
         os.killpg(int(info["handle"]["pgid"]), signal.SIGINT)
         await asyncio.sleep(0.5)
-        reply, took = await interrupt_running(
-            km, "Sys.sleep(60)"
-        )  # through the comm port: the reporter still answers
+        reply, took = await interrupt_r_sleep(km)  # through the comm port: the reporter still answers
         assert reply["status"] == "abort" and took < 20, (reply, took)
         output, _ = await execute(km, "cat(3 * 3)")
         assert output == "9"
@@ -223,7 +221,7 @@ async def test_the_image_entrypoint_starts_an_r_kernel(tmp_path, monkeypatch):
             km, 'cat(nchar(Sys.getenv("KERNEL_ID")) == 36, Sys.getenv("GP_LAUNCH_TOKEN") == "")'
         )
         assert output == "TRUE TRUE", output  # the token is gone from the kernel's environment
-        reply, took = await interrupt_running(km, "Sys.sleep(60)")
+        reply, took = await interrupt_r_sleep(km)
         assert reply["status"] == "abort" and took < 20, (reply, took)
     finally:
         await km.shutdown_kernel(now=True)

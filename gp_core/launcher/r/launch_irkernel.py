@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ports = {name: sock.getsockname()[1] for name, sock in zip(ZMQ_PORT_NAMES, reserved, strict=True)}
     key = str(uuid.uuid4())
-    connection_dir = tempfile.mkdtemp(prefix="gp-rkernel-")
+    connection_dir = tempfile.mkdtemp(prefix="gp-rkernel-", dir=os.environ.get("GP_CONNECTION_DIR") or None)
     connection_file = write_connection_file(connection_dir, ip, ports, key)
     r_pid = os.getpid()
     sys.stdout.flush()

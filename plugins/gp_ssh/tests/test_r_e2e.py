@@ -9,7 +9,7 @@ import pytest
 from gp_core.testing import (
     check_r_kernel_lifecycle,
     execute,
-    interrupt_running,
+    interrupt_r_sleep,
     r_kernel_missing,
     r_launcher_argv,
     require_language,
@@ -56,7 +56,7 @@ async def test_r_interrupt_without_the_launcher_goes_over_ssh(kernels: SshKernel
         import signal
 
         os.kill(reporter, signal.SIGKILL)  # the launcher's comm port no longer answers
-        reply, took = await interrupt_running(km, "Sys.sleep(60)")
+        reply, took = await interrupt_r_sleep(km)
         assert reply["status"] == "abort" and took < 20, (reply, took, info["comm_address"])
         output, _ = await execute(km, "cat(2 + 2)")
         assert output == "4"
