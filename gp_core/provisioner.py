@@ -25,6 +25,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 from traitlets.config import Config
 
+from . import encryption
 from ._anchor_compat import report_anchor_config
 from .errors import (
     BackendError,
@@ -291,6 +292,8 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         self._report: LaunchReport | None = None
         self._comm_address: tuple[str, int] | None = None
         self._tunnel: KernelTunnel | None = None
+        self._encryption = "disabled"
+        self._curve_asked = False
         self._tunneled_from: dict[str, Any] | None = None  # the kernel's own addresses, when tunnelled
         self._listener: ResponseListener | None = None
         self._pending: PendingLaunch | None = None
@@ -322,9 +325,13 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         self._listener = listener = await ResponseListener.instance(parent=self)
         self._pending = pending = listener.register(self.kernel_id)
         self._rollback = rollback = Rollback(self.backend_log)
+        self._encryption = encryption.policy_of(self.parent)
+        self._curve_asked = encryption.wanted(self._encryption, self.kernel_spec)
         try:
             cmd = self._format_cmd(listener, kwargs.pop("extra_arguments", None) or [])
             kernel_env, request_env = self._kernel_env(env, username, listener, pending.token)
+            if self._curve_asked:  # the launcher generates the key pair where the kernel runs
+                kernel_env[encryption.ENV_VAR] = "curve"
             hook_args = {
                 "kernel_id": self.kernel_id,
                 "options": self.options,
@@ -411,13 +418,13 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
                     f"Removing the kernel's resources afterwards also failed: {cleanup_error!r}"
                 )
             raise
-        self._adopt_report(report)
-        if self.tunneling:
-            try:
+        try:
+            self._adopt_report(report)  # refuses keys unfit for the transport_encryption policy
+            if self.tunneling:
                 await self._open_tunnel()
-            except BaseException:
-                await asyncio.shield(self._remove_resources(force=True, restart=False))
-                raise
+        except BaseException:
+            await asyncio.shield(self._remove_resources(force=True, restart=False))
+            raise
         self.log.info(
             "Kernel %s started on gp backend %r at %s",
             self.kernel_id,
@@ -466,6 +473,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         )
         key = info.get("key", b"")
         info["key"] = key.encode() if isinstance(key, str) else key
+        info = encryption.apply(
+            info, self._encryption, self._curve_asked, self.parent, self.kernel_id, self.backend_log
+        )
         self._report = report
         self._comm_address = (info["ip"], report.comm_port)
         self.connection_info = cast(KernelConnectionInfo, info)
@@ -657,9 +667,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
         connection_info: dict[str, Any] = dict(self.connection_info)
-        key = connection_info.get("key")
-        if isinstance(key, bytes):
-            connection_info["key"] = key.decode()
+        for name in ("key", "curve_publickey", "curve_secretkey"):
+            if isinstance(connection_info.get(name), bytes):
+                connection_info[name] = connection_info[name].decode()
         info.update(
             connection_info=connection_info,  # JSON-serialisable, unlike the base class's bytes key
             backend=self.backend,
@@ -743,6 +753,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
             "response_address": listener.response_address,
             "public_key": listener.public_key,
             "port_range": self.port_range,
+            "transport_encryption": "curve" if getattr(self, "_curve_asked", False) else "none",
             "resource_dir": self.kernel_spec.resource_dir,
             "prefix": sys.prefix,
         }

@@ -232,6 +232,9 @@ class InstallSpecApp(JupyterApp):
             "env": {},
             "metadata": {
                 "debugger": True,
+                # gp's Python launcher encrypts with CurveZMQ when jupyter_client's transport_encryption
+                # asks (ipykernel >= 7.3 where the kernel runs); IRkernel cannot.
+                **({"supported_encryption": ["curve"]} if self.language == "python" else {}),
                 "kernel_provisioner": {
                     "provisioner_name": PROVISIONER_NAME,
                     "config": self.provisioner_config(),

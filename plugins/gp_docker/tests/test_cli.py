@@ -72,6 +72,7 @@ def test_docker_spec_install_golden(tmp_path, no_docker_env):
         "env": {},
         "metadata": {
             "debugger": True,
+            "supported_encryption": ["curve"],
             "kernel_provisioner": {
                 "provisioner_name": "gp-remote-provisioner",
                 "config": {
