@@ -29,9 +29,14 @@ def resolve_namespace(kernel_id: str, options: SshOptions, env: dict[str, str], 
 
 @hookimpl
 def render_resources(
-    kernel_id: str, cmd: list[str], env: dict[str, str], options: SshOptions, namespace: str | None
+    kernel_id: str,
+    cmd: list[str],
+    env: dict[str, str],
+    options: SshOptions,
+    namespace: str | None,
+    request_env: dict[str, str],
 ) -> Resources:
-    return _remote.render(kernel_id, cmd, env, options, namespace)
+    return _remote.render(kernel_id, cmd, env, options, namespace, request_env)
 
 
 @hookimpl
