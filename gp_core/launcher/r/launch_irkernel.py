@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,23 +172,33 @@ def wait_for_r_ports(r_pid: int, ip: str, ports: list[int]) -> None:
 class KernelCommServer(gp.CommServer):
     """The comm port of gp's launcher, delivering signals to the R process instead of its own."""
 
-    def __init__(self, sock: socket.socket, key: bytes, kernel_pid: int) -> None:
+    def __init__(
+        self, sock: socket.socket, key: bytes, kernel_pid: int, signal_map: dict[int, int] | None = None
+    ) -> None:
         super().__init__(sock, key, spark=False)
         self.kernel_pid = kernel_pid
+        self.signal_map = signal_map or {}
 
     def _deliver(self, signum: int) -> None:
+        signum = self.signal_map.get(signum, signum)  # e.g. Toree: SIGINT -> its --alternate-sigint
         try:
             os.kill(self.kernel_pid, signum)
         except OSError as exc:
             gp.say(f"could not send signal {signum} to the R kernel {self.kernel_pid}: {exc}")
 
 
-def run_reporter(args: argparse.Namespace, r_pid: int, comm_sock: socket.socket, info: dict[str, Any]) -> int:
+def run_reporter(
+    args: argparse.Namespace,
+    r_pid: int,
+    comm_sock: socket.socket,
+    info: dict[str, Any],
+    signal_map: dict[int, int] | None = None,
+) -> int:
     """The forked child's life: report once R is ready, serve the comm port while R lives."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for R, also when sent to the group
     try:
         wait_for_r_ports(r_pid, str(info["ip"]), [int(info[name]) for name in ZMQ_PORT_NAMES])
-        comm = KernelCommServer(comm_sock, str(info["key"]).encode("utf-8"), r_pid)
+        comm = KernelCommServer(comm_sock, str(info["key"]).encode("utf-8"), r_pid, signal_map)
         comm.start()
         getpgid = getattr(os, "getpgid", None)
         payload = {
@@ -240,7 +251,6 @@ def _pid_exists(pid: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     own, args = parse_args(sys.argv[1:] if argv is None else argv)
-    os.environ.pop("GP_LAUNCH_TOKEN", None)  # one-shot, and no business of R's subprocesses
     rscript = shutil.which(own.rscript)
     if rscript is None:
         gp.say(f"cannot find Rscript ({own.rscript!r}): install R and IRkernel, or pass --rscript")
@@ -249,6 +259,27 @@ def main(argv: list[str] | None = None) -> int:
     if not r_launcher.is_file():
         gp.say(f"{r_launcher} is missing: install the R launcher with jupyter image-bootstrap")
         return 1
+
+    def r_argv(connection_file: str) -> list[str]:
+        return [
+            rscript,
+            str(r_launcher),
+            connection_file,
+            args.spark_context_initialization_mode,
+            own.app_name,
+        ]
+
+    return exec_kernel(args, r_argv)
+
+
+def exec_kernel(
+    args: argparse.Namespace,
+    kernel_argv: Callable[[str], list[str]],
+    signal_map: dict[int, int] | None = None,
+) -> int:
+    """Reserve the ports, write the connection file, fork the reporter, and exec ``kernel_argv(file)`` here
+    (returns only when that fails). Shared by the R and the Scala (Toree) launchers."""
+    os.environ.pop("GP_LAUNCH_TOKEN", None)  # one-shot, and no business of the kernel's subprocesses
     ip = args.ip
     try:
         reserved = [reserve_port(ip, args.port_range) for _ in ZMQ_PORT_NAMES]
@@ -258,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ports = {name: sock.getsockname()[1] for name, sock in zip(ZMQ_PORT_NAMES, reserved, strict=True)}
     key = str(uuid.uuid4())
-    connection_dir = tempfile.mkdtemp(prefix="gp-rkernel-", dir=os.environ.get("GP_CONNECTION_DIR") or None)
+    connection_dir = tempfile.mkdtemp(prefix="gp-kernel-", dir=os.environ.get("GP_CONNECTION_DIR") or None)
     connection_file = write_connection_file(connection_dir, ip, ports, key)
-    r_pid = os.getpid()
+    argv = kernel_argv(connection_file)
+    kernel_pid = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
@@ -269,17 +301,16 @@ def main(argv: list[str] | None = None) -> int:
             sock.close()
         code = 1
         try:
-            code = run_reporter(args, r_pid, comm_sock, {**ports, "ip": ip, "key": key})
+            code = run_reporter(args, kernel_pid, comm_sock, {**ports, "ip": ip, "key": key}, signal_map)
         finally:
             shutil.rmtree(connection_dir, ignore_errors=True)
             os._exit(code)
     for sock in (*reserved, comm_sock):
         sock.close()
-    r_argv = [rscript, str(r_launcher), connection_file, args.spark_context_initialization_mode, own.app_name]
     try:
-        os.execv(rscript, r_argv)
+        os.execv(argv[0], argv)
     except OSError as exc:
-        gp.say(f"cannot run {rscript}: {exc}")
+        gp.say(f"cannot run {argv[0]}: {exc}")
         os.kill(child, signal.SIGTERM)
         return 1
     return 1  # not reached
