@@ -45,7 +45,18 @@ r)
         --public-key "$PUBLIC_KEY" \
         --spark-context-initialization-mode "${KERNEL_SPARK_CONTEXT_INIT_MODE:-none}"
     ;;
+scala)
+    # launch_toree.py speaks gp's protocol, then execs spark-submit with Apache Toree (SPARK_HOME, SPARK_OPTS).
+    launcher="$launchers_dir/scala/launch_toree.py"
+    [ -f "$launcher" ] || fail "launcher $launcher is missing (run jupyter image-bootstrap install --languages scala)"
+    exec python3 "$launcher" \
+        --kernel-id "$KERNEL_ID" \
+        --port-range "${PORT_RANGE:-0..0}" \
+        --response-address "$RESPONSE_ADDRESS" \
+        --public-key "$PUBLIC_KEY" \
+        --spark-context-initialization-mode "${KERNEL_SPARK_CONTEXT_INIT_MODE:-none}"
+    ;;
 *)
-    fail "no gp launcher for kernel language '$language' (supported: python, r)"
+    fail "no gp launcher for kernel language '$language' (supported: python, r, scala)"
     ;;
 esac

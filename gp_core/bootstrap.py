@@ -18,7 +18,7 @@ from jupyter_core.application import JupyterApp, base_aliases, base_flags
 from traitlets import Bool, List, Unicode
 
 #: Languages gp ships a launcher for.
-SUPPORTED_LANGUAGES = ("python", "r")
+SUPPORTED_LANGUAGES = ("python", "r", "scala")
 DEFAULT_DEST = "/usr/local/bin"
 BOOTSTRAP_SCRIPT = "bootstrap-kernel.sh"
 

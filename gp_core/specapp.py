@@ -34,9 +34,9 @@ from .provisioner import GenericRemoteProvisioner
 
 PROVISIONER_NAME = "gp-remote-provisioner"
 DEFAULT_KERNEL_CLASS = "ipykernel.ipkernel.IPythonKernel"
-SUPPORTED_LANGUAGES = ("python", "r")
+SUPPORTED_LANGUAGES = ("python", "r", "scala")
 #: kernel.json "language" of each (what Jupyter front ends show and IRkernel's own spec says).
-SPEC_LANGUAGE = {"python": "python", "r": "R"}
+SPEC_LANGUAGE = {"python": "python", "r": "R", "scala": "scala"}
 _CLASS_NAME = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
 _KERNEL_NAME = re.compile(r"[a-z0-9._-]+", re.IGNORECASE)
 T = TypeVar("T")

@@ -12,6 +12,9 @@ LAUNCHER_PATH: Path = Path(__file__).with_name("launch_ipykernel.py")
 R_LAUNCHER_DIR: Path = Path(__file__).with_name("r")
 R_LAUNCHER_PATH: Path = R_LAUNCHER_DIR / "launch_irkernel.py"
 R_KERNEL_SCRIPT_PATH: Path = R_LAUNCHER_DIR / "launch_IRkernel.R"
+#: The Scala launcher: ``python launch_toree.py <flags>`` execs spark-submit with Apache Toree; it imports
+#: ``launch_irkernel.py`` and ``launch_ipykernel.py`` from its own directory (or the R one).
+SCALA_LAUNCHER_PATH: Path = Path(__file__).with_name("scala") / "launch_toree.py"
 
 #: The launcher's arguments that carry the placeholders core fills at launch time (see docs/protocol.md).
 PLACEHOLDER_ARGS: tuple[str, ...] = (
@@ -56,7 +59,13 @@ def launcher_files(language: str) -> dict[str, Path]:
             R_KERNEL_SCRIPT_PATH.name: R_KERNEL_SCRIPT_PATH,
             LAUNCHER_PATH.name: LAUNCHER_PATH,
         }
-    raise ValueError(f"gp has no kernel launcher for language {language!r}; supported: python, r")
+    if language == "scala":
+        return {
+            SCALA_LAUNCHER_PATH.name: SCALA_LAUNCHER_PATH,
+            R_LAUNCHER_PATH.name: R_LAUNCHER_PATH,
+            LAUNCHER_PATH.name: LAUNCHER_PATH,
+        }
+    raise ValueError(f"gp has no kernel launcher for language {language!r}; supported: python, r, scala")
 
 
 __all__ = [
@@ -66,5 +75,6 @@ __all__ = [
     "R_KERNEL_SCRIPT_PATH",
     "R_LAUNCHER_DIR",
     "R_LAUNCHER_PATH",
+    "SCALA_LAUNCHER_PATH",
     "launcher_files",
 ]

@@ -212,6 +212,6 @@ def test_bootstrap_script_refuses_missing_env_and_other_languages(bootstrap_dir)
     result = run_bootstrap(bootstrap_dir, RESPONSE_ADDRESS="127.0.0.1:1", PUBLIC_KEY="x")
     assert result.returncode == 2 and "KERNEL_ID is not set" in result.stderr
     result = run_bootstrap(
-        bootstrap_dir, KERNEL_ID="k", RESPONSE_ADDRESS="127.0.0.1:1", PUBLIC_KEY="x", KERNEL_LANGUAGE="Scala"
+        bootstrap_dir, KERNEL_ID="k", RESPONSE_ADDRESS="127.0.0.1:1", PUBLIC_KEY="x", KERNEL_LANGUAGE="Julia"
     )
-    assert result.returncode == 2 and "language 'scala'" in result.stderr
+    assert result.returncode == 2 and "language 'julia'" in result.stderr
