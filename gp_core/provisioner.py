@@ -178,6 +178,8 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         "RESPONSE_ADDRESS": "Where the launcher reports ({response_address}), for image entrypoints.",
         "PUBLIC_KEY": "The server's public key ({public_key}), for image entrypoints.",
         "PORT_RANGE": "The port range ({port_range}), for image entrypoints.",
+        "GP_TRANSPORT_ENCRYPTION": "'curve' when jupyter_client's transport_encryption asks the launcher for "
+        "CurveZMQ (auto with a kernelspec declaring it, or required).",
     }
 
     backend = Unicode("", config=True, help="Name of the gp backend that runs the kernel (required).")

@@ -41,6 +41,11 @@ LAUNCHER_ENV: dict[str, str] = {
     "KERNEL_NAME": "The kernel_name reported in the connection info.",
     "GP_CONNECTION_DIR": "Where the launcher makes its private connection directory (it holds the kernel's "
     "key; default the temp dir); the local and ssh backends give one of theirs and remove it with the kernel.",
+    "GP_TRANSPORT_ENCRYPTION": "--transport-encryption when not given: 'curve' generates a CurveZMQ key pair "
+    "and encrypts the kernel's ZMQ sockets (default none).",
+    "GP_RSCRIPT": "R launcher: the Rscript to run (default Rscript on PATH).",
+    "GP_R_BIND_TIMEOUT": "R and Scala launchers: seconds the kernel may take to bind its ports (default 60).",
+    "GP_TOREE_JAR": "Scala launcher: Apache Toree's assembly jar (default: the installed toree package's).",
 }
 
 

@@ -45,6 +45,8 @@ class SshOptions(BackendOptions):
     request_variables = {
         "KERNEL_REMOTE_HOST": "The host to run on; only one of remote_hosts (else refused).",
         "KERNEL_WORKING_DIR": "The kernel's working directory on the host, only with mirror_working_dirs.",
+        "KERNEL_EXTRA_SPARK_OPTS": "More spark-submit options for a Spark kernel (with allow_request_spark_opts; "
+        "no --proxy-user).",
     }
 
     remote_hosts = List(
