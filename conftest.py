@@ -30,6 +30,6 @@ def _live_children() -> list[str]:
 def nothing_left_running():
     """Fail the run when tests leave kernel processes behind."""
     yield
-    leftovers = [p for p in _live_children() if "launch_ipykernel" in p or "ipykernel" in p]
+    leftovers = [p for p in _live_children() if "launch_i" in p or "ipykernel" in p or "IRkernel" in p]
     if leftovers:
         pytest.fail("processes left running by the tests:\n" + "\n".join(leftovers))

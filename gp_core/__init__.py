@@ -35,6 +35,7 @@ from .processes import (
 from .resources import parse_cpus, parse_memory, request_limit
 from .rollback import Rollback
 from .status import StatusSource, WatchFeed
+from .tunnel import TunnelRoute
 from .untrusted import is_env_name, loggable
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ __all__ = [
     "ServerConfigError",
     "SpecInstallerApp",
     "StatusSource",
+    "TunnelRoute",
     "UnknownBackendError",
     "WatchFeed",
     "__version__",

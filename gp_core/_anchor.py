@@ -157,9 +157,9 @@ ENV_CHANGES: dict[str, str] = {
 
 #: The anchor's argv placeholders and launcher flags that gp does not have.
 DROPPED_ARGV = {
-    "--transport-encryption": "gp does not provision CurveZMQ keys; the kernel's ZMQ traffic is not "
-    "encrypted (as with the anchor's default policy, 'disabled'); gp's launch payload is authenticated and "
-    "encrypted",
+    "--transport-encryption": "not needed: gp's launcher is told through GP_TRANSPORT_ENCRYPTION, and gp's "
+    "Python kernelspecs declare supported_encryption ['curve'] themselves (CurveZMQ under jupyter_client's "
+    "transport_encryption auto/required)",
 }
 #: Launcher flags carried from an anchor argv into gp's (both launchers take them).
 CARRIED_LAUNCHER_FLAGS = ("--kernel-class-name", "--spark-context-initialization-mode", "--cluster-type")

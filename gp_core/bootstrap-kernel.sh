@@ -34,7 +34,29 @@ python | python3)
         --spark-context-initialization-mode "${KERNEL_SPARK_CONTEXT_INIT_MODE:-none}" \
         --kernel-class-name "${KERNEL_CLASS_NAME:-ipykernel.ipkernel.IPythonKernel}"
     ;;
+r)
+    # launch_irkernel.py speaks gp's protocol, then execs Rscript: R keeps this process's pid.
+    launcher="$launchers_dir/r/launch_irkernel.py"
+    [ -f "$launcher" ] || fail "launcher $launcher is missing (run jupyter image-bootstrap install --languages r)"
+    exec python3 "$launcher" \
+        --kernel-id "$KERNEL_ID" \
+        --port-range "${PORT_RANGE:-0..0}" \
+        --response-address "$RESPONSE_ADDRESS" \
+        --public-key "$PUBLIC_KEY" \
+        --spark-context-initialization-mode "${KERNEL_SPARK_CONTEXT_INIT_MODE:-none}"
+    ;;
+scala)
+    # launch_toree.py speaks gp's protocol, then execs spark-submit with Apache Toree (SPARK_HOME, SPARK_OPTS).
+    launcher="$launchers_dir/scala/launch_toree.py"
+    [ -f "$launcher" ] || fail "launcher $launcher is missing (run jupyter image-bootstrap install --languages scala)"
+    exec python3 "$launcher" \
+        --kernel-id "$KERNEL_ID" \
+        --port-range "${PORT_RANGE:-0..0}" \
+        --response-address "$RESPONSE_ADDRESS" \
+        --public-key "$PUBLIC_KEY" \
+        --spark-context-initialization-mode "${KERNEL_SPARK_CONTEXT_INIT_MODE:-none}"
+    ;;
 *)
-    fail "no gp launcher for kernel language '$language' (supported: python)"
+    fail "no gp launcher for kernel language '$language' (supported: python, r, scala)"
     ;;
 esac

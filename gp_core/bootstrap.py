@@ -18,20 +18,20 @@ from jupyter_core.application import JupyterApp, base_aliases, base_flags
 from traitlets import Bool, List, Unicode
 
 #: Languages gp ships a launcher for.
-SUPPORTED_LANGUAGES = ("python",)
+SUPPORTED_LANGUAGES = ("python", "r", "scala")
 DEFAULT_DEST = "/usr/local/bin"
 BOOTSTRAP_SCRIPT = "bootstrap-kernel.sh"
 
 
 def launcher_files(language: str) -> dict[str, Path]:
     """The files of ``language``'s launcher: name inside ``kernel-launchers/<language>/`` -> source."""
-    if language == "python":
-        from gp_core.launcher import LAUNCHER_PATH  # imported late: the CLI's --help must work without it
+    if language not in SUPPORTED_LANGUAGES:
+        raise ValueError(
+            f"gp has no kernel launcher for language {language!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}"
+        )
+    from gp_core.launcher import launcher_files as files_of  # imported late: --help must work without it
 
-        return {"launch_ipykernel.py": Path(LAUNCHER_PATH)}
-    raise ValueError(
-        f"gp has no kernel launcher for language {language!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}"
-    )
+    return files_of(language)
 
 
 def install_launchers(dest: str | Path, languages: list[str], launchers_only: bool = False) -> list[Path]:

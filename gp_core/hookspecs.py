@@ -101,6 +101,7 @@ import pluggy
 if TYPE_CHECKING:
     from .options import BackendOptions
     from .rollback import Rollback
+    from .tunnel import TunnelRoute
 
 PROJECT = "gp"
 
@@ -238,6 +239,21 @@ def send_signal(
     :returns: ``True`` when the signal was delivered; ``False``/``None`` when the backend cannot reach
         the kernel this way (e.g. a swarm task on another node).
     :raises gp_core.BackendError: When the attempt failed; core logs it.
+    """
+
+
+@hookspec(firstresult=True)
+def tunnel_route(
+    handle: Handle, options: BackendOptions | None, log: logging.Logger
+) -> TunnelRoute | Awaitable[TunnelRoute | None] | None:
+    """Opt into SSH tunnelling (core's ``tunneling`` option, env ``GP_ENABLE_TUNNELING``): how to reach
+    the kernel's ports through SSH, as a :class:`gp_core.TunnelRoute`.
+
+    Called once the kernel reported its connection info, when tunnelling is on. Core then forwards the
+    kernel's five ZMQ ports and its communication port from ``127.0.0.1`` through the route and gives
+    Jupyter the local ends. Without this hook, tunnelling on is an error for this backend.
+
+    :returns: The route, or ``None`` when this kernel cannot be tunnelled (an error naming the backend).
     """
 
 

@@ -52,6 +52,8 @@ _CONNECTION_FIELDS = (
     "signature_scheme",
     "kernel_name",
 )
+#: Reported only by kernels that encrypt their transport (CurveZMQ); checked by gp_core.encryption.
+_OPTIONAL_CONNECTION_FIELDS = ("curve_publickey", "curve_secretkey")
 
 #: Seconds between two warnings about shed connections (each says how many).
 _SHED_REPORT_INTERVAL = 10.0
@@ -544,7 +546,10 @@ class ResponseListener(LoggingConfigurable):
             raise ProtocolError(f"the launch of kernel {kernel_id} was abandoned")
         report = LaunchReport(
             kernel_id=kernel_id,
-            connection_info={name: info[name] for name in _CONNECTION_FIELDS},
+            connection_info={
+                **{name: info[name] for name in _CONNECTION_FIELDS},
+                **{name: info[name] for name in _OPTIONAL_CONNECTION_FIELDS if name in info},
+            },
             comm_port=info["comm_port"],
             pid=info.get("pid"),
             pgid=info.get("pgid"),

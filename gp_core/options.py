@@ -40,6 +40,8 @@ CORE_OPTION_NAMES = (
     "max_launch_timeout",
     "poll_interval",
     "port_range",
+    "tunnel_max_keep_alive",
+    "tunneling",
     "unauthorized_users",
 )
 #: The values of a trait's ``policy`` tag (see :func:`apply_policy`).

@@ -22,9 +22,10 @@ from typing import Any, TypeVar, cast
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-from traitlets import Float, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 from traitlets.config import Config
 
+from . import encryption
 from ._anchor_compat import report_anchor_config
 from .errors import (
     BackendError,
@@ -47,6 +48,7 @@ from .options import (
 from .plugins import Backend, get_backend, installed_backends
 from .protocol import comm_request, normalize_port_range
 from .rollback import Rollback
+from .tunnel import KernelTunnel, open_tunnel
 from .untrusted import is_env_name
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
@@ -176,6 +178,8 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         "RESPONSE_ADDRESS": "Where the launcher reports ({response_address}), for image entrypoints.",
         "PUBLIC_KEY": "The server's public key ({public_key}), for image entrypoints.",
         "PORT_RANGE": "The port range ({port_range}), for image entrypoints.",
+        "GP_TRANSPORT_ENCRYPTION": "'curve' when jupyter_client's transport_encryption asks the launcher for "
+        "CurveZMQ (auto with a kernelspec declaring it, or required).",
     }
 
     backend = Unicode("", config=True, help="Name of the gp backend that runs the kernel (required).")
@@ -208,6 +212,19 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         config=True, help="Seconds between backend status checks while launching (env GP_POLL_INTERVAL)."
     )
 
+    tunneling = Bool(
+        config=True,
+        help="Forward the kernel's ports through SSH to 127.0.0.1 here, for a server that cannot reach the "
+        "kernels' network (env GP_ENABLE_TUNNELING; the backend must support it).",
+    )
+    tunnel_max_keep_alive = Float(
+        config=True, help="SSH keepalive interval of a tunnel, seconds (env GP_TUNNEL_MAX_KEEP_ALIVE)."
+    )
+
+    _tunneling_default = default("tunneling")(env_default("GP_ENABLE_TUNNELING", False))
+    _tunnel_keep_alive_default = default("tunnel_max_keep_alive")(
+        env_default("GP_TUNNEL_MAX_KEEP_ALIVE", 30.0)
+    )
     _authorized_users_default = default("authorized_users")(env_default("GP_AUTHORIZED_USERS", []))
     _unauthorized_users_default = default("unauthorized_users")(
         env_default("GP_UNAUTHORIZED_USERS", ["root"])
@@ -226,7 +243,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         except InvalidOptionError as exc:
             raise TraitError(str(exc)) from None
 
-    @validate("launch_timeout", "max_launch_timeout", "poll_interval")
+    @validate("launch_timeout", "max_launch_timeout", "poll_interval", "tunnel_max_keep_alive")
     def _check_positive(self, proposal: Any) -> float:
         value = float(proposal["value"])
         if not value > 0:
@@ -276,6 +293,10 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         self._handle: dict[str, Any] | None = None
         self._report: LaunchReport | None = None
         self._comm_address: tuple[str, int] | None = None
+        self._tunnel: KernelTunnel | None = None
+        self._encryption = "disabled"
+        self._curve_asked = False
+        self._tunneled_from: dict[str, Any] | None = None  # the kernel's own addresses, when tunnelled
         self._listener: ResponseListener | None = None
         self._pending: PendingLaunch | None = None
         self._plan: dict[str, Any] = {}
@@ -306,9 +327,13 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         self._listener = listener = await ResponseListener.instance(parent=self)
         self._pending = pending = listener.register(self.kernel_id)
         self._rollback = rollback = Rollback(self.backend_log)
+        self._encryption = encryption.policy_of(self.parent)
+        self._curve_asked = encryption.wanted(self._encryption, self.kernel_spec)
         try:
             cmd = self._format_cmd(listener, kwargs.pop("extra_arguments", None) or [])
             kernel_env, request_env = self._kernel_env(env, username, listener, pending.token)
+            if self._curve_asked:  # the launcher generates the key pair where the kernel runs
+                kernel_env[encryption.ENV_VAR] = "curve"
             hook_args = {
                 "kernel_id": self.kernel_id,
                 "options": self.options,
@@ -395,7 +420,13 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
                     f"Removing the kernel's resources afterwards also failed: {cleanup_error!r}"
                 )
             raise
-        self._adopt_report(report)
+        try:
+            self._adopt_report(report)  # refuses keys unfit for the transport_encryption policy
+            if self.tunneling:
+                await self._open_tunnel()
+        except BaseException:
+            await asyncio.shield(self._remove_resources(force=True, restart=False))
+            raise
         self.log.info(
             "Kernel %s started on gp backend %r at %s",
             self.kernel_id,
@@ -444,9 +475,46 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         )
         key = info.get("key", b"")
         info["key"] = key.encode() if isinstance(key, str) else key
+        info = encryption.apply(
+            info, self._encryption, self._curve_asked, self.parent, self.kernel_id, self.backend_log
+        )
         self._report = report
         self._comm_address = (info["ip"], report.comm_port)
         self.connection_info = cast(KernelConnectionInfo, info)
+
+    async def _open_tunnel(self, reported_ip: str | None = None) -> None:
+        """Forward the kernel's ports through the backend's SSH route; point connection info at them."""
+        assert self._handle is not None
+        if not self._backend.implements("tunnel_route"):
+            raise BackendError(
+                f"gp backend {self.backend!r} does not support tunneling (GP_ENABLE_TUNNELING)"
+            )
+        route = await self._backend.call(
+            "tunnel_route", handle=self._handle, options=self.options, log=self.backend_log
+        )
+        if route is None:
+            raise BackendError(f"gp backend {self.backend!r} cannot tunnel kernel {self.kernel_id}")
+        if reported_ip is None:
+            reported_ip = str((self._report.connection_info if self._report else {}).get("ip") or "")
+        kernel_info: dict[str, Any] = dict(self.connection_info)
+        own = {"connection_info": kernel_info, "comm_address": self._comm_address, "reported_ip": reported_ip}
+        tunnel, local, local_comm = await asyncio.to_thread(
+            open_tunnel,
+            route,
+            kernel_info,
+            self._comm_address,
+            self.tunnel_max_keep_alive,
+            reported_ip,
+        )
+        self._tunnel, self._tunneled_from = tunnel, own
+        self.connection_info = cast(KernelConnectionInfo, local)
+        self._comm_address = local_comm
+        self.log.info("Kernel %s: ports tunnelled through %s", self.kernel_id, route.description)
+
+    def _close_tunnel(self) -> None:
+        if self._tunnel is not None:
+            self._tunnel.close()
+        self._tunnel = self._tunneled_from = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -578,6 +646,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         await self._remove_resources(force=False, restart=restart)
         if self._listener is not None:
             self._listener.unregister(self.kernel_id)
+        self._close_tunnel()
         self._handle = None
         self._comm_address = None
         self._report = None
@@ -600,9 +669,9 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
         connection_info: dict[str, Any] = dict(self.connection_info)
-        key = connection_info.get("key")
-        if isinstance(key, bytes):
-            connection_info["key"] = key.decode()
+        for name in ("key", "curve_publickey", "curve_secretkey"):
+            if isinstance(connection_info.get(name), bytes):
+                connection_info[name] = connection_info[name].decode()
         info.update(
             connection_info=connection_info,  # JSON-serialisable, unlike the base class's bytes key
             backend=self.backend,
@@ -610,6 +679,13 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
             handle=self._handle,
             comm_address=list(self._comm_address) if self._comm_address else None,
         )
+        if self._tunneled_from is not None:  # an adopting server opens its own tunnel to these
+            own = self._tunneled_from
+            info["tunneled_from"] = {
+                "connection_info": {**own["connection_info"], "key": connection_info.get("key")},
+                "comm_address": list(own["comm_address"]) if own["comm_address"] else None,
+                "reported_ip": own["reported_ip"],
+            }
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
@@ -628,6 +704,14 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
         comm = provisioner_info.get("comm_address")
         self._comm_address = (str(comm[0]), int(comm[1])) if comm else None
         self._exited = self._terminated = False
+        own = provisioner_info.get("tunneled_from")
+        if own and self.tunneling:
+            info = dict(own["connection_info"])
+            info["key"] = info["key"].encode() if isinstance(info.get("key"), str) else info.get("key", b"")
+            self.connection_info = cast(KernelConnectionInfo, info)
+            comm = own.get("comm_address")
+            self._comm_address = (str(comm[0]), int(comm[1])) if comm else None
+            await self._open_tunnel(str(own.get("reported_ip") or ""))
 
     # ------------------------------------------------------------------ helpers
 
@@ -671,6 +755,7 @@ class GenericRemoteProvisioner(KernelProvisionerBase):
             "response_address": listener.response_address,
             "public_key": listener.public_key,
             "port_range": self.port_range,
+            "transport_encryption": "curve" if getattr(self, "_curve_asked", False) else "none",
             "resource_dir": self.kernel_spec.resource_dir,
             "prefix": sys.prefix,
         }

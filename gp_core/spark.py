@@ -7,6 +7,7 @@ Public: ``gp_core.spark``. Backends build on these instead of copying them.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,65 @@ def split_spark_opts(text: str, source: str = "extra Spark options") -> list[str
         raise ValueError(f"{source} {text!r} cannot be split into options: {exc}") from None
 
 
+#: A user name spark-submit may impersonate (--proxy-user): letters, digits, '.', '_', '-', '@' (realms).
+_PROXY_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}")
+SUBMIT_ARGS_VAR = "PYSPARK_SUBMIT_ARGS"
+EXTRA_SPARK_OPTS_VAR = "KERNEL_EXTRA_SPARK_OPTS"
+
+
+def submit_args_for_request(
+    env: dict[str, str],
+    request_env: dict[str, str],
+    kernel_id: str,
+    *,
+    impersonate: bool = False,
+    allow_request_opts: bool = True,
+) -> dict[str, str]:
+    """A Spark kernel's environment for one launch: its ``PYSPARK_SUBMIT_ARGS`` (from the kernelspec) gets
+    the application named after the kernel (``--name <kernel_id>``, unless the spec names one), the
+    request's ``KERNEL_EXTRA_SPARK_OPTS`` and, with ``impersonate``, ``--proxy-user <KERNEL_USERNAME>``.
+    A kernel without ``PYSPARK_SUBMIT_ARGS`` (not a Spark kernel) is returned as is.
+
+    :raises gp_core.InvalidOptionError: Unsplittable or refused extra options, or a user name spark-submit
+        cannot impersonate; the message names the variable.
+    """
+    from .errors import InvalidOptionError
+
+    text = env.get(SUBMIT_ARGS_VAR)
+    if text is None:
+        return env
+    try:
+        args = split_spark_opts(text, SUBMIT_ARGS_VAR)
+        extra_text = request_env.get(EXTRA_SPARK_OPTS_VAR, "")
+        extra = split_spark_opts(extra_text, EXTRA_SPARK_OPTS_VAR) if extra_text else []
+    except ValueError as exc:
+        raise InvalidOptionError(str(exc)) from None
+    if extra and not allow_request_opts:
+        raise InvalidOptionError(
+            f"{EXTRA_SPARK_OPTS_VAR} is not allowed by this server (allow_request_spark_opts)"
+        )
+    if extra and extra[0] != "--" and not extra[0].startswith("-"):
+        raise InvalidOptionError(
+            f"{EXTRA_SPARK_OPTS_VAR} {extra_text!r} must be spark-submit options (--...)"
+        )
+    if "--proxy-user" in extra:
+        raise InvalidOptionError(
+            f"{EXTRA_SPARK_OPTS_VAR} may not set --proxy-user (impersonation is the server's)"
+        )
+    shell = args[-1:] == ["pyspark-shell"]
+    head = args[:-1] if shell else args
+    if "--name" not in head and not any(a.startswith("spark.app.name=") for a in head):
+        head += ["--name", kernel_id]
+    if impersonate:
+        user = env.get("KERNEL_USERNAME", "")
+        if not _PROXY_USER.fullmatch(user):
+            raise InvalidOptionError(
+                f"KERNEL_USERNAME {user!r} cannot be impersonated by spark-submit --proxy-user"
+            )
+        head += ["--proxy-user", user]
+    return {**env, SUBMIT_ARGS_VAR: shlex.join([*head, *extra, *(["pyspark-shell"] if shell else [])])}
+
+
 class SparkInstallerOptions(HasTraits):
     """Installer options of a Spark kernel, for a ``jupyter <backend>-spec install`` app to inherit.
 
@@ -93,4 +153,5 @@ __all__ = [
     "spark_flags",
     "spark_launcher_args",
     "split_spark_opts",
+    "submit_args_for_request",
 ]

@@ -26,7 +26,7 @@ from jupyter_core.application import JupyterApp, base_aliases, base_flags
 from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 
 from .errors import GPError, InvalidOptionError
-from .launcher import LAUNCHER_PATH, PLACEHOLDER_ARGS
+from .launcher import PLACEHOLDER_ARGS, launcher_files
 from .options import env_default
 from .plugins import get_backend
 from .protocol import normalize_port_range
@@ -34,7 +34,9 @@ from .provisioner import GenericRemoteProvisioner
 
 PROVISIONER_NAME = "gp-remote-provisioner"
 DEFAULT_KERNEL_CLASS = "ipykernel.ipkernel.IPythonKernel"
-SUPPORTED_LANGUAGES = ("python",)
+SUPPORTED_LANGUAGES = ("python", "r", "scala")
+#: kernel.json "language" of each (what Jupyter front ends show and IRkernel's own spec says).
+SPEC_LANGUAGE = {"python": "python", "r": "R", "scala": "scala"}
 _CLASS_NAME = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
 _KERNEL_NAME = re.compile(r"[a-z0-9._-]+", re.IGNORECASE)
 T = TypeVar("T")
@@ -191,7 +193,13 @@ class InstallSpecApp(JupyterApp):
 
     def launcher_args(self) -> list[str]:
         """The launcher's arguments: the placeholders core fills at launch time, then the kernel class."""
+        if self.language != "python":
+            return list(PLACEHOLDER_ARGS)  # the R launcher runs IRkernel, no ipykernel class
         return [*PLACEHOLDER_ARGS, "--kernel-class-name", self.ipykernel_subclass_name]
+
+    def launcher_name(self) -> str:
+        """File name of the language's launcher entry script (run by ``python``)."""
+        return next(iter(launcher_files(self.language)))
 
     def provisioner_config(self) -> dict[str, Any]:
         """Core options written into kernel.json: those given (or non-default), and always launch_timeout."""
@@ -214,15 +222,19 @@ class InstallSpecApp(JupyterApp):
         """Stage the launcher in ``spec_dir`` and return the kernel.json dict after the backend's hook."""
         scripts = spec_dir / "scripts"
         scripts.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(LAUNCHER_PATH, scripts / LAUNCHER_PATH.name)
+        for name, source in launcher_files(self.language).items():
+            shutil.copy2(source, scripts / name)
         spec: dict[str, Any] = {
-            "argv": [self.python, f"{{resource_dir}}/scripts/{LAUNCHER_PATH.name}", *self.launcher_args()],
+            "argv": [self.python, f"{{resource_dir}}/scripts/{self.launcher_name()}", *self.launcher_args()],
             "display_name": self.display_name,
-            "language": self.language,
+            "language": SPEC_LANGUAGE[self.language],
             "interrupt_mode": "signal",
             "env": {},
             "metadata": {
                 "debugger": True,
+                # gp's Python launcher encrypts with CurveZMQ when jupyter_client's transport_encryption
+                # asks (ipykernel >= 7.3 where the kernel runs); IRkernel cannot.
+                **({"supported_encryption": ["curve"]} if self.language == "python" else {}),
                 "kernel_provisioner": {
                     "provisioner_name": PROVISIONER_NAME,
                     "config": self.provisioner_config(),

@@ -43,12 +43,13 @@ def kernelspec_json(
     config: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     display_name: str | None = None,
+    language: str = "python",
 ) -> dict[str, Any]:
     """A kernel.json dict selecting ``backend`` through gp-remote-provisioner."""
     return {
         "argv": argv or launcher_argv(),
         "display_name": display_name or f"gp {backend} test",
-        "language": "python",
+        "language": language,
         "interrupt_mode": "signal",
         "env": env or {},
         "metadata": {
@@ -66,6 +67,13 @@ def write_kernelspec(directory: str | Path, name: str, *, backend: str, **kwargs
     spec_dir.mkdir(parents=True, exist_ok=True)
     (spec_dir / "kernel.json").write_text(json.dumps(kernelspec_json(backend, **kwargs), indent=1))
     return Path(directory)
+
+
+def r_launcher_argv(python: str = sys.executable, launcher: str | Path | None = None) -> list[str]:
+    """The kernel.json argv that runs gp's R launcher (IRkernel) with every placeholder core fills."""
+    from .launcher import R_LAUNCHER_PATH
+
+    return [python, str(launcher or R_LAUNCHER_PATH), *PLACEHOLDER_ARGS]
 
 
 def kernel_manager(kernelspec_dir: str | Path, name: str, **kwargs: Any) -> AsyncKernelManager:
@@ -130,6 +138,58 @@ async def interrupt_sleep(km: AsyncKernelManager, seconds: int = 60, timeout: fl
                 return reply["content"]
     finally:
         client.stop_channels()
+
+
+async def interrupt_running(
+    km: AsyncKernelManager, code: str, marker: str, timeout: float = 30
+) -> tuple[dict[str, Any], float]:
+    """Run ``code`` (any kernel language), which prints ``marker`` and then runs for long; interrupt it once
+    the marker arrived; return the execute_reply content and the seconds from the interrupt to the reply."""
+    import time
+
+    client = km.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=timeout)
+        msg_id = client.execute(code)
+        printed = ""
+        while marker not in printed:  # interrupt only once the cell runs
+            msg = await client.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                printed += msg["content"].get("text", "")
+        started = time.monotonic()
+        await km.interrupt_kernel()
+        while True:
+            reply = await client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"], time.monotonic() - started
+    finally:
+        client.stop_channels()
+
+
+async def interrupt_r_sleep(km: AsyncKernelManager, timeout: float = 30) -> tuple[dict[str, Any], float]:
+    """:func:`interrupt_running` with R's ``Sys.sleep(60)``."""
+    marker = f"gp-interrupt-sleep-{uuid.uuid4().hex}"
+    return await interrupt_running(km, f'cat("{marker}\\n"); Sys.sleep(60)', marker, timeout)
+
+
+async def check_r_kernel_lifecycle(km: AsyncKernelManager) -> None:
+    """An R kernel (gp's R launcher) executes R, is interrupted in ``Sys.sleep`` and lives on, is restarted
+    into a fresh session, and shuts down. Backend tests check afterwards that nothing is left running."""
+    output, reply = await execute(km, 'cat(6 * 7, "\\n"); print(R.version$language)')
+    if reply["status"] != "ok" or output.split() != ["42", "[1]", '"R"']:
+        raise AssertionError(f"R code did not run: {output!r} {reply}")
+    reply, took = await interrupt_r_sleep(km)
+    if reply["status"] != "abort" or took > 20:  # IRkernel answers an interrupted cell with "abort"
+        raise AssertionError(f"Sys.sleep(60) was not interrupted ({took:.1f} s): {reply}")
+    output, _ = await execute(km, "x <- 5; cat(x * 2)")
+    if output != "10":
+        raise AssertionError(f"the R kernel did not live on after the interrupt: {output!r}")
+    await km.restart_kernel()
+    output, _ = await execute(km, 'cat(exists("x"))')
+    if output != "FALSE":
+        raise AssertionError(f"the restarted R kernel is not a fresh session: {output!r}")
+    await km.shutdown_kernel()
 
 
 _CLOSE_LISTENING_PORT = """
@@ -220,3 +280,32 @@ def require_backend(backend: str, reason: str) -> NoReturn:
     if backend in parse_list(os.environ.get("GP_REQUIRED_BACKENDS", "")):
         pytest.fail(f"required gp backend {backend!r} is unavailable: {reason}")
     pytest.skip(f"gp backend {backend!r} unavailable: {reason}")
+
+
+def require_language(language: str, reason: str) -> NoReturn:
+    """Skip a test whose kernel language is not installed here, or fail it when ``GP_REQUIRED_LANGUAGES``
+    names the language (e.g. ``GP_REQUIRED_LANGUAGES=r,scala`` in CI)."""
+    import pytest
+
+    if language in parse_list(os.environ.get("GP_REQUIRED_LANGUAGES", "").lower()):
+        pytest.fail(f"required kernel language {language!r} is unavailable: {reason}")
+    pytest.skip(f"kernel language {language!r} unavailable: {reason}")
+
+
+def r_kernel_missing() -> str | None:
+    """Why an R kernel cannot run here (no Rscript, or no IRkernel package), or ``None``."""
+    import shutil
+    import subprocess
+
+    rscript = shutil.which(os.environ.get("GP_RSCRIPT") or "Rscript")
+    if rscript is None:
+        return "Rscript is not installed (bash scripts/setup-system.sh --languages r)"
+    probe = subprocess.run(
+        [rscript, "-e", "quit(status = if (requireNamespace('IRkernel', quietly = TRUE)) 0 else 3)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return f"the R package IRkernel is not installed ({probe.stderr.strip()[-300:]})"
+    return None

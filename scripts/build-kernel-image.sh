@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build the python kernel image used by the docker / docker-swarm tests, without any container registry.
 #
-#   bash scripts/build-kernel-image.sh [TAG]        (default TAG: gp/kernel-py:test)
+#   bash scripts/build-kernel-image.sh [TAG] [LANGUAGE]   (default TAG: gp/kernel-py:test, LANGUAGE: python)
+#
+# LANGUAGE r builds an R kernel image the same way: its base also holds Debian's r-base-core and
+# r-cran-irkernel (gp/kernel-r-base:bookworm), and its launchers are image-bootstrap's python + r.
 #
 # 1. Base image  gp/kernel-py-base:bookworm  (only if missing or built from an older recipe; ~60-90 s):
 #      debootstrap (Debian mirror) -> venv + pip install ipykernel pycryptodomex (PyPI) in a chroot
@@ -22,7 +25,13 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"   # sshd, dockerd, debootstr
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE="$ROOT/.ci-state"
 TAG=${1:-gp/kernel-py:test}
-BASE=${GP_KERNEL_BASE_IMAGE:-gp/kernel-py-base:bookworm}
+LANGUAGE=$(printf '%s' "${2:-python}" | tr '[:upper:]' '[:lower:]')
+case "$LANGUAGE" in
+    python) DEFAULT_BASE=gp/kernel-py-base:bookworm; EXTRA_DEBS="" ;;
+    r) DEFAULT_BASE=gp/kernel-r-base:bookworm; EXTRA_DEBS=",r-base-core,r-cran-irkernel" ;;
+    *) echo "[build-kernel-image] ERROR: no kernel image recipe for language '$LANGUAGE' (python, r)" >&2; exit 2 ;;
+esac
+BASE=${GP_KERNEL_BASE_IMAGE:-$DEFAULT_BASE}
 # The machine's own Debian archive (its deb822 or one-line apt sources), so no mirror is hard-coded here.
 debian_mirror() {
     local uri
@@ -34,7 +43,7 @@ debian_mirror() {
 MIRROR=${GP_DEBIAN_MIRROR:-$(debian_mirror)}
 KERNEL_PIP_PKGS="ipykernel pycryptodomex>=3.21"
 # Bump when the base recipe changes: an existing base carrying another recipe label is rebuilt.
-RECIPE="gp-base-v1 bookworm minbase python3 python3-venv ca-certificates | $KERNEL_PIP_PKGS"
+RECIPE="gp-base-v1 bookworm minbase python3 python3-venv ca-certificates$EXTRA_DEBS | $KERNEL_PIP_PKGS"
 
 log() { echo "[build-kernel-image] $*" >&2; }
 die() { echo "[build-kernel-image] ERROR: $*" >&2; exit 1; }
@@ -57,7 +66,7 @@ build_base() {
     mkdir -p "$W" "$STATE/debootstrap-cache"
     rm -rf "$R"
     log "building base image $BASE (debootstrap + pip; takes a minute or two) ..."
-    if ! debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    if ! debootstrap --variant=minbase --include="python3,python3-venv,ca-certificates$EXTRA_DEBS" \
             --cache-dir="$STATE/debootstrap-cache" bookworm "$R" "$MIRROR" >"$W/debootstrap.log" 2>&1; then
         tail -n 30 "$W/debootstrap.log" >&2
         die "debootstrap failed (full log: $W/debootstrap.log)"
@@ -106,7 +115,8 @@ fi
 CTX="$STATE/kernel-image-ctx"
 rm -rf "$CTX"
 mkdir -p "$CTX/bin"
-if ! "$JUPYTER" image-bootstrap install --dest "$CTX/bin" >"$STATE/image-bootstrap.log" 2>&1; then
+if ! "$JUPYTER" image-bootstrap install --dest "$CTX/bin" --languages python --languages "$LANGUAGE" \
+        >"$STATE/image-bootstrap.log" 2>&1; then
     cat "$STATE/image-bootstrap.log" >&2
     die "'$JUPYTER image-bootstrap install --dest $CTX/bin' failed (is plugins/gp_docker installed in the venv?)"
 fi
@@ -117,7 +127,7 @@ chmod -R a+rX "$CTX/bin"
 cat >"$CTX/Dockerfile" <<EOF
 FROM $BASE
 COPY bin/ /usr/local/bin/
-LABEL gp.kernel-image="python"
+LABEL gp.kernel-image="$LANGUAGE"
 EOF
 old_id=$(docker image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)
 t0=$SECONDS
@@ -137,4 +147,10 @@ docker run --rm --network none "$TAG" python3 -c 'import ipykernel, Cryptodome' 
     || die "image $TAG cannot import ipykernel / Cryptodome"
 docker run --rm --network none "$TAG" test -f /usr/local/bin/kernel-launchers/python/launch_ipykernel.py \
     || die "image $TAG lacks /usr/local/bin/kernel-launchers/python/launch_ipykernel.py"
+if [ "$LANGUAGE" = r ]; then
+    docker run --rm --network none "$TAG" Rscript -e 'library(IRkernel)' \
+        || die "image $TAG cannot load the R package IRkernel"
+    docker run --rm --network none "$TAG" test -f /usr/local/bin/kernel-launchers/r/launch_irkernel.py \
+        || die "image $TAG lacks /usr/local/bin/kernel-launchers/r/launch_irkernel.py"
+fi
 log "image $TAG ok"

@@ -5,6 +5,8 @@
 #
 #   bash scripts/setup-system.sh                 everything the test backends need
 #   bash scripts/setup-system.sh --python-only   just python3 + venv (for scripts/demo.sh)
+#   bash scripts/setup-system.sh --languages r   also what kernels of these languages need (comma list:
+#                                                r = R + IRkernel; scala = a JRE for Apache Toree)
 #
 # Package installation never starts system services (a temporary policy-rc.d denies it): the scripts start
 # their own dockerd and sshd.
@@ -16,12 +18,27 @@ ALL_PKGS=("${PY_PKGS[@]}" docker.io openssh-server openssh-client debootstrap ip
 
 log() { echo "[setup-system] $*" >&2; }
 die() { echo "[setup-system] ERROR: $*" >&2; exit 1; }
+LANGS=""
 
-case "${1:-}" in
-    "") PKGS=("${ALL_PKGS[@]}") ;;
-    --python-only) PKGS=("${PY_PKGS[@]}") ;;
-    *) echo "usage: $0 [--python-only]" >&2; exit 2 ;;
-esac
+usage() { echo "usage: $0 [--python-only] [--languages r,scala]" >&2; exit 2; }
+PKGS=("${ALL_PKGS[@]}")
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --python-only) PKGS=("${PY_PKGS[@]}") ;;
+        --languages) [ $# -ge 2 ] || usage; LANGS=$2; shift ;;
+        --languages=*) LANGS=${1#--languages=} ;;
+        *) usage ;;
+    esac
+    shift
+done
+for lang in ${LANGS//,/ }; do
+    case "${lang,,}" in
+        python) ;;
+        r) PKGS+=(r-base-core r-cran-irkernel) ;;
+        scala) PKGS+=(openjdk-17-jre-headless) ;;
+        *) die "no packages known for kernel language '$lang' (known: python, r, scala)" ;;
+    esac
+done
 
 # A usable python3 (>= 3.11, with venv + ensurepip) that is first on PATH, e.g. from pyenv, makes the
 # Debian python packages unnecessary.

@@ -29,6 +29,10 @@ export GP_TEST_SSH_DIR=${GP_TEST_SSH_DIR:-$STATE/ssh}
 export GP_TEST_SSH_PORT=${GP_TEST_SSH_PORT:-22222}
 export GP_TEST_PYTHON=${GP_TEST_PYTHON:-$PY}
 export GP_REQUIRED_BACKENDS=${GP_REQUIRED_BACKENDS-docker,docker-swarm,ssh,k8s}
+# Kernel languages whose tests must run (fail, not skip, when their runtime is missing); setup installs them.
+export GP_REQUIRED_LANGUAGES=${GP_REQUIRED_LANGUAGES-r}
+# The R kernel image (built when r is required), tagged after the python one: gp/kernel-py:x -> gp/kernel-r:x.
+export GP_TEST_R_KERNEL_IMAGE=${GP_TEST_R_KERNEL_IMAGE:-${GP_TEST_KERNEL_IMAGE/kernel-py/kernel-r}}
 export PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-300}
 RUFF_VERSION=0.17.6   # pinned: lint results must not change under our feet
 MYPY_VERSION=2.4.1    # pinned likewise
@@ -94,7 +98,7 @@ trap 'exit 143' TERM
 
 # ---- 1. system packages ----------------------------------------------------------------------------------
 step "system packages"
-bash scripts/setup-system.sh
+bash scripts/setup-system.sh --languages "$GP_REQUIRED_LANGUAGES"
 
 # ---- 2. python venv --------------------------------------------------------------------------------------
 step "python venv $VENV"
@@ -170,6 +174,10 @@ bash scripts/start-docker.sh
 # ---- 5. kernel image -------------------------------------------------------------------------------------
 step "kernel image $GP_TEST_KERNEL_IMAGE"
 GP_JUPYTER="$VENV/bin/jupyter" bash scripts/build-kernel-image.sh "$GP_TEST_KERNEL_IMAGE"
+if [[ ",${GP_REQUIRED_LANGUAGES,,}," == *,r,* ]]; then
+    step "R kernel image $GP_TEST_R_KERNEL_IMAGE"
+    GP_JUPYTER="$VENV/bin/jupyter" bash scripts/build-kernel-image.sh "$GP_TEST_R_KERNEL_IMAGE" r
+fi
 
 # ---- 6. test sshd ----------------------------------------------------------------------------------------
 step "test sshd on 127.0.0.{1,2,3}:$GP_TEST_SSH_PORT"
@@ -199,6 +207,7 @@ step "pytest $*"
 echo "GP_RESPONSE_IP=$GP_RESPONSE_IP GP_TEST_KERNEL_IMAGE=$GP_TEST_KERNEL_IMAGE GP_TEST_SSH_DIR=$GP_TEST_SSH_DIR"
 echo "GP_TEST_SSH_PORT=$GP_TEST_SSH_PORT GP_TEST_PYTHON=$GP_TEST_PYTHON GP_REQUIRED_BACKENDS=$GP_REQUIRED_BACKENDS"
 echo "GP_TEST_K8S_KUBECONFIG=${GP_TEST_K8S_KUBECONFIG:-} GP_TEST_K8S_STATE=${GP_TEST_K8S_STATE:-}"
+echo "GP_REQUIRED_LANGUAGES=$GP_REQUIRED_LANGUAGES GP_TEST_R_KERNEL_IMAGE=$GP_TEST_R_KERNEL_IMAGE"
 pre_kernels=$(kernel_objects)
 tests_ran=1
 set +e

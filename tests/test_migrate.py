@@ -463,7 +463,9 @@ def test_a_kernelspec_is_found_by_name_and_keeps_its_own_metadata(
     assert json.loads(done.stdout)["kernelspecs"][0]["output"] == str(kernels / "docker_python")
     converted = json.loads((kernels / "docker_python" / "kernel.json").read_text())
     assert converted["metadata"]["owner"] == "data-team"
-    assert "supported_encryption" not in converted["metadata"]
+    assert converted["metadata"]["supported_encryption"] == [
+        "curve"
+    ]  # gp's own declaration, not the anchor's
     assert sorted(os.listdir(kernels)) == ["docker_python"]  # nothing left beside it
 
 

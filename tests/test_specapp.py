@@ -90,7 +90,7 @@ def test_existing_spec_needs_replace(tmp_path):
     ("option", "message"),
     [
         ("--port-range=1..2", "port_range"),
-        ("--language=Scala", "not supported"),
+        ("--language=Julia", "not supported"),
         ("--ipykernel-subclass-name=json.JSONDecoder", "not a subclass of IPythonKernel"),
         ("--ipykernel-subclass-name=not a class", "dotted"),
         ("--kernel-name=../escape", "invalid"),

@@ -113,6 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ip", default=env.get("GP_KERNEL_IP") or "0.0.0.0", help="address to bind (env GP_KERNEL_IP)"
     )
+    parser.add_argument(
+        "--transport-encryption",
+        choices=("none", "curve"),
+        default=env.get("GP_TRANSPORT_ENCRYPTION") or "none",
+        help="curve: generate a CurveZMQ key pair and encrypt the kernel's ZMQ sockets (env GP_TRANSPORT_ENCRYPTION)",
+    )
     args = parser.parse_args(argv)
     for name, var in (
         ("kernel_id", "KERNEL_ID"),
@@ -580,6 +586,10 @@ def create_kernel_app(args: argparse.Namespace, on_ports_bound: Callable[[Any], 
         def pick_port(self) -> int:
             self.socket = self.context.socket(zmq.ROUTER)
             self.socket.linger = 1000
+            if getattr(self, "_curve_secretkey", None) is not None:  # before the bind: a CurveZMQ server
+                self.socket.curve_secretkey = self._curve_secretkey
+                self.socket.curve_publickey = self._curve_publickey
+                self.socket.curve_server = True
             self.port = bind_zmq(self.socket, self.ip)
             return self.port
 
@@ -604,7 +614,9 @@ def create_kernel_app(args: argparse.Namespace, on_ports_bound: Callable[[Any], 
 
         def init_heartbeat(self) -> None:
             # Its own context, as ipykernel does: the heartbeat must never wait on the GIL.
-            self.heartbeat = RangeHeartbeat(zmq.Context(), ("tcp", self.ip, 0))
+            keys = {"curve_publickey": self.curve_publickey, "curve_secretkey": self.curve_secretkey}
+            curve = keys if keys["curve_secretkey"] is not None else {}
+            self.heartbeat = RangeHeartbeat(zmq.Context(), ("tcp", self.ip, 0), **curve)
             self.hb_port = self.heartbeat.port
             self.heartbeat.start()
 
@@ -623,11 +635,18 @@ def create_kernel_app(args: argparse.Namespace, on_ports_bound: Callable[[Any], 
     except Exception as exc:
         raise LaunchFailed(f"cannot import --kernel-class-name {args.kernel_class_name!r}: {exc!r}") from exc
     try:
+        curve: dict[str, bytes] = {}
+        if args.transport_encryption == "curve":
+            if hasattr(IPKernelApp, "curve_secretkey") and zmq.has("curve"):
+                curve["curve_publickey"], curve["curve_secretkey"] = zmq.curve_keypair()
+            else:  # the server decides: 'required' refuses the kernel, 'auto' runs it unencrypted
+                say("CurveZMQ asked for, but this ipykernel (>= 7.3 needed) or libzmq cannot do it")
         app = GPKernelApp.instance(
             kernel_class=kernel_class,
             ip=args.ip,
             transport="tcp",
             connection_file=os.path.join(connection_dir, "kernel.json"),
+            **curve,
         )
     except Exception as exc:
         raise LaunchFailed(f"cannot set up the kernel ({args.kernel_class_name}): {exc}") from exc
@@ -658,6 +677,11 @@ def connection_payload(args: argparse.Namespace, app: Any, comm_port: int) -> di
         "kernel_name": os.environ.get("KERNEL_NAME", ""),
         "pid": os.getpid(),
         "pgid": getpgid(0) if getpgid else None,
+        **(
+            {"curve_publickey": app.curve_publickey.decode(), "curve_secretkey": app.curve_secretkey.decode()}
+            if getattr(app, "curve_secretkey", None) is not None
+            else {}
+        ),
     }
 
 

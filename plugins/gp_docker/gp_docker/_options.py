@@ -219,7 +219,28 @@ class DockerOptions(BackendOptions):
         "(env GP_POLL_INTERVAL, default 0.5).",
     )
 
+    tunnel_ssh_host = Unicode(
+        config=True,
+        help="With GP_ENABLE_TUNNELING: the SSH server (the docker host) the kernel's ports are tunnelled "
+        "through (env GP_DOCKER_TUNNEL_HOST; needs gp-ssh installed).",
+    )
+    tunnel_ssh_port = Integer(22, config=True, help="Its SSH port (env GP_DOCKER_TUNNEL_PORT).")
+    tunnel_ssh_user = Unicode(config=True, help="User to log in as there (env GP_DOCKER_TUNNEL_USER).")
+    tunnel_ssh_key_file = Unicode(
+        config=True, help="Private key for it (env GP_DOCKER_TUNNEL_KEY_FILE; default: agent and ~/.ssh)."
+    )
+    tunnel_known_hosts_file = Unicode(
+        config=True, help="known_hosts holding its host key (env GP_DOCKER_TUNNEL_KNOWN_HOSTS)."
+    )
+
     _image_default = default("image")(env_default("GP_IMAGE_NAME", ""))
+    _tunnel_host_default = default("tunnel_ssh_host")(env_default("GP_DOCKER_TUNNEL_HOST", ""))
+    _tunnel_port_default = default("tunnel_ssh_port")(env_default("GP_DOCKER_TUNNEL_PORT", 22))
+    _tunnel_user_default = default("tunnel_ssh_user")(env_default("GP_DOCKER_TUNNEL_USER", ""))
+    _tunnel_key_default = default("tunnel_ssh_key_file")(env_default("GP_DOCKER_TUNNEL_KEY_FILE", ""))
+    _tunnel_known_default = default("tunnel_known_hosts_file")(
+        env_default("GP_DOCKER_TUNNEL_KNOWN_HOSTS", "")
+    )
     _allowed_images_default = default("allowed_images")(env_default("GP_ALLOWED_IMAGES", []))
     _network_default = default("network")(env_default("GP_DOCKER_NETWORK", "bridge"))
     _prohibited_uids_default = default("prohibited_uids")(env_default("GP_PROHIBITED_UIDS", ["0"]))

@@ -15,7 +15,7 @@ from typing import Any
 
 from gp_core import BackendError, Handle, LaunchError, Resources, Rollback, hookimpl
 
-from . import _client, _pool
+from . import _client, _kernelspec, _pool
 from ._kernelspec import docker_kernel_spec
 from ._options import DockerOptions
 from ._spec import render
@@ -118,6 +118,11 @@ async def terminate(handle: Handle, options: DockerOptions, force: bool, log: lo
         keep=not options.remove_container,
         log=log,
     )
+
+
+@hookimpl
+def tunnel_route(handle: Handle, options: DockerOptions) -> Any:
+    return _kernelspec.tunnel_route(handle, options)
 
 
 @hookimpl

@@ -16,7 +16,7 @@ from typing import Any
 
 from gp_core import Handle, LaunchError, Resources, Rollback, hookimpl
 
-from . import _client
+from . import _client, _kernelspec
 from ._kernelspec import docker_kernel_spec
 from ._options import DockerSwarmOptions
 from ._spec import render
@@ -98,6 +98,11 @@ async def terminate(handle: Handle, options: DockerSwarmOptions, force: bool, lo
     await asyncio.to_thread(
         _client.remove_service, handle, graceful=not force, stop_timeout=options.stop_timeout, log=log
     )
+
+
+@hookimpl
+def tunnel_route(handle: Handle, options: DockerSwarmOptions) -> Any:
+    return _kernelspec.tunnel_route(handle, options)
 
 
 @hookimpl

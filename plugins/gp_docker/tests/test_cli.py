@@ -72,6 +72,7 @@ def test_docker_spec_install_golden(tmp_path, no_docker_env):
         "env": {},
         "metadata": {
             "debugger": True,
+            "supported_encryption": ["curve"],
             "kernel_provisioner": {
                 "provisioner_name": "gp-remote-provisioner",
                 "config": {
@@ -116,7 +117,7 @@ def test_docker_spec_image_defaults_to_env_and_warns_without_one(tmp_path, no_do
 
 
 def test_docker_spec_refuses_bad_input(tmp_path):
-    assert docker_spec("install", f"--prefix={tmp_path}", "--language=r").returncode != 0
+    assert docker_spec("install", f"--prefix={tmp_path}", "--language=julia").returncode != 0
     result = docker_spec("install", f"--prefix={tmp_path}", "--network= ")  # checked like a launch would
     assert result.returncode != 0 and "network" in result.stderr
     result = docker_spec("install", f"--prefix={tmp_path}", "--pool-size=99")
@@ -151,9 +152,9 @@ def test_image_bootstrap_launchers_only_and_languages(tmp_path):
 
 
 def test_image_bootstrap_refuses_unknown_languages_before_writing(tmp_path):
-    result = image_bootstrap("install", f"--dest={tmp_path}/out", "--languages=python", "--languages=R")
+    result = image_bootstrap("install", f"--dest={tmp_path}/out", "--languages=python", "--languages=julia")
     assert result.returncode == 1
-    assert "no kernel launcher for language 'r'" in result.stderr
+    assert "no kernel launcher for language 'julia'" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -211,6 +212,6 @@ def test_bootstrap_script_refuses_missing_env_and_other_languages(bootstrap_dir)
     result = run_bootstrap(bootstrap_dir, RESPONSE_ADDRESS="127.0.0.1:1", PUBLIC_KEY="x")
     assert result.returncode == 2 and "KERNEL_ID is not set" in result.stderr
     result = run_bootstrap(
-        bootstrap_dir, KERNEL_ID="k", RESPONSE_ADDRESS="127.0.0.1:1", PUBLIC_KEY="x", KERNEL_LANGUAGE="Scala"
+        bootstrap_dir, KERNEL_ID="k", RESPONSE_ADDRESS="127.0.0.1:1", PUBLIC_KEY="x", KERNEL_LANGUAGE="Julia"
     )
-    assert result.returncode == 2 and "language 'scala'" in result.stderr
+    assert result.returncode == 2 and "language 'julia'" in result.stderr

@@ -51,6 +51,7 @@ class SshTarget:
     known_hosts_file: str = ""
     host_key_policy: str = "reject"
     connect_timeout: float = 10.0
+    gss_auth: bool = False
 
     def __str__(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
@@ -281,6 +282,11 @@ def _connect(target: SshTarget) -> paramiko.SSHClient:
         client.set_missing_host_key_policy(_policy(target.host_key_policy))
         key_file = os.path.expanduser(target.key_file) if target.key_file else None
         timeout = target.connect_timeout
+        gss = {}
+        if target.gss_auth:
+            check_gss_support()
+            # Kerberos: the ticket of the server's user, delegated so the kernel can reach HDFS/YARN.
+            gss = {"gss_auth": True, "gss_kex": True, "gss_deleg_creds": True, "gss_host": target.host}
         client.connect(
             target.host,
             port=target.port,
@@ -295,6 +301,7 @@ def _connect(target: SshTarget) -> paramiko.SSHClient:
             banner_timeout=timeout,
             auth_timeout=timeout,
             channel_timeout=timeout,
+            **gss,
         )
     except BaseException as exc:
         client.close()
@@ -310,6 +317,21 @@ def _connect(target: SshTarget) -> paramiko.SSHClient:
         with contextlib.suppress(OSError, AttributeError):
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return client
+
+
+def check_gss_support() -> None:
+    """:raises SshConnectionError: This paramiko cannot authenticate with GSS-API (Kerberos)."""
+    import inspect
+
+    if "gss_auth" in inspect.signature(paramiko.SSHClient.connect).parameters and getattr(
+        paramiko, "GSS_AUTH_AVAILABLE", False
+    ):
+        return
+    raise SshConnectionError(
+        f"GSS-API authentication (gss_auth, env GP_REMOTE_GSS_SSH) is not available: paramiko "
+        f"{paramiko.__version__} has no GSS-API support (paramiko 5.0 removed it; it needs paramiko < 5 "
+        "with python-gssapi installed)"
+    )
 
 
 def _load_host_keys(client: paramiko.SSHClient, target: SshTarget) -> None:

@@ -45,6 +45,8 @@ class SshOptions(BackendOptions):
     request_variables = {
         "KERNEL_REMOTE_HOST": "The host to run on; only one of remote_hosts (else refused).",
         "KERNEL_WORKING_DIR": "The kernel's working directory on the host, only with mirror_working_dirs.",
+        "KERNEL_EXTRA_SPARK_OPTS": "More spark-submit options for a Spark kernel (with allow_request_spark_opts; "
+        "no --proxy-user).",
     }
 
     remote_hosts = List(
@@ -114,6 +116,28 @@ class SshOptions(BackendOptions):
         "GP_MIRROR_WORKING_DIRS); otherwise in the remote user's home directory.",
     )
 
+    impersonation_enabled = Bool(
+        config=True,
+        help="Spark kernels run their application as the requesting user (spark-submit --proxy-user "
+        "KERNEL_USERNAME; env GP_IMPERSONATION_ENABLED).",
+    )
+    allow_request_spark_opts = Bool(
+        True,
+        config=True,
+        help="Whether a start request's KERNEL_EXTRA_SPARK_OPTS is added to a Spark kernel's spark-submit "
+        "options (env GP_ALLOW_REQUEST_SPARK_OPTS).",
+    )
+    gss_auth = Bool(
+        config=True,
+        help="Log in with GSS-API (Kerberos) instead of keys or a password (env GP_REMOTE_GSS_SSH); needs "
+        "a paramiko with GSS-API support (paramiko < 5 with python-gssapi).",
+    )
+
+    _impersonation_default = default("impersonation_enabled")(env_default("GP_IMPERSONATION_ENABLED", False))
+    _request_spark_opts_default = default("allow_request_spark_opts")(
+        env_default("GP_ALLOW_REQUEST_SPARK_OPTS", True)
+    )
+    _gss_auth_default = default("gss_auth")(env_default("GP_REMOTE_GSS_SSH", False))
     _remote_hosts_default = default("remote_hosts")(env_default("GP_REMOTE_HOSTS", ["localhost"]))
     _load_balancing_default = default("load_balancing_algorithm")(
         env_default("GP_LOAD_BALANCING_ALGORITHM", ROUND_ROBIN)

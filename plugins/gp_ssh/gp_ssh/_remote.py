@@ -9,8 +9,10 @@ import asyncio
 import functools
 import logging
 from pathlib import Path
+from typing import Any
 
-from gp_core import BackendError, Handle, LaunchError, Resources, Rollback
+from gp_core import BackendError, Handle, LaunchError, Resources, Rollback, TunnelRoute
+from gp_core.spark import submit_args_for_request
 
 from ._command import (
     LaunchRequest,
@@ -50,6 +52,7 @@ def target_for(host: str, options: SshOptions, port: int | None = None, user: st
         known_hosts_file=options.known_hosts_file,
         host_key_policy=options.host_key_policy,
         connect_timeout=connect_timeout,
+        gss_auth=options.gss_auth,
     )
 
 
@@ -67,12 +70,25 @@ def place(kernel_id: str, options: SshOptions, env: dict[str, str], rollback: Ro
 
 
 def render(
-    kernel_id: str, cmd: list[str], env: dict[str, str], options: SshOptions, host: str | None
+    kernel_id: str,
+    cmd: list[str],
+    env: dict[str, str],
+    options: SshOptions,
+    host: str | None,
+    request_env: dict[str, str] | None = None,
 ) -> Resources:
     """The launch script for ``host`` and where its products go (pure: reads the launcher, writes nothing)."""
     if not host:
         raise BackendError(f"Kernel {kernel_id} has no host (resolve_namespace did not place it)")
     env = {**env, "KERNEL_ID": kernel_id}  # poll and stop recognise the kernel by it
+    # A Spark kernel: its application named after the kernel, the request's extra options, impersonation.
+    env = submit_args_for_request(
+        env,
+        request_env or {},
+        kernel_id,
+        impersonate=options.impersonation_enabled,
+        allow_request_opts=options.allow_request_spark_opts,
+    )
     log_path = kernel_log_path(options.kernel_log_dir, kernel_id)
     launcher_index = find_launcher(cmd)
     upload_path = source = None
@@ -267,3 +283,26 @@ async def stop(handle: Handle, options: SshOptions, restart: bool, force: bool, 
             handle["log_path"],
         )
     log.debug("Kernel %s on %s: %s", kernel_id, target, outcome)
+
+
+def tunnel_route(handle: Handle, options: SshOptions) -> TunnelRoute:
+    """Tunnel through the pooled SSH connection to the kernel's host (the one that launched it)."""
+    return route_through(target_for(handle["host"], options, handle["port"], handle["user"]))
+
+
+def route_through(target: SshTarget, kernel_ip: str | None = None) -> TunnelRoute:
+    """A :class:`gp_core.TunnelRoute` of ``direct-tcpip`` channels on the pooled connection to ``target``."""
+
+    def open_channel(remote: tuple[str, int], keepalive: float) -> Any:
+        transport = POOL.client(target).get_transport()
+        if transport is None:
+            raise BackendError(f"The SSH connection to {target} is closed")
+        transport.set_keepalive(max(1, round(keepalive)))
+        try:
+            return transport.open_channel(
+                "direct-tcpip", remote, ("127.0.0.1", 0), timeout=target.connect_timeout
+            )
+        except Exception as exc:  # paramiko's ChannelException, SSHException, EOFError ...
+            raise BackendError(f"{target} refused to forward to {remote[0]}:{remote[1]}: {exc}") from exc
+
+    return TunnelRoute(open_channel, f"ssh {target}", kernel_ip)

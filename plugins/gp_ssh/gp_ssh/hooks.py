@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gp_core import BackendOptions, Handle, Resources, Rollback, hookimpl
+from gp_core import BackendOptions, Handle, Resources, Rollback, TunnelRoute, hookimpl
 
 from . import _remote
 from ._options import SshOptions
@@ -29,9 +29,14 @@ def resolve_namespace(kernel_id: str, options: SshOptions, env: dict[str, str], 
 
 @hookimpl
 def render_resources(
-    kernel_id: str, cmd: list[str], env: dict[str, str], options: SshOptions, namespace: str | None
+    kernel_id: str,
+    cmd: list[str],
+    env: dict[str, str],
+    options: SshOptions,
+    namespace: str | None,
+    request_env: dict[str, str],
 ) -> Resources:
-    return _remote.render(kernel_id, cmd, env, options, namespace)
+    return _remote.render(kernel_id, cmd, env, options, namespace, request_env)
 
 
 @hookimpl
@@ -50,6 +55,12 @@ async def poll(handle: Handle, options: SshOptions, launching: bool, log: loggin
 async def send_signal(handle: Handle, options: SshOptions, signum: int, log: logging.Logger) -> bool:
     """The launcher's communication port did not answer: signal the kernel's process group over SSH."""
     return await _remote.signal(handle, options, signum, log)
+
+
+@hookimpl
+def tunnel_route(handle: Handle, options: SshOptions) -> TunnelRoute:
+    """GP_ENABLE_TUNNELING: the kernel's ports through the SSH connection to its host."""
+    return _remote.tunnel_route(handle, options)
 
 
 @hookimpl

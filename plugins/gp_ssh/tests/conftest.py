@@ -121,7 +121,9 @@ class SshKernels:
             **overrides,
         }
 
-    def spec(self, name: str = "ssh", *, argv: list[str] | None = None, **overrides: Any) -> str:
+    def spec(
+        self, name: str = "ssh", *, argv: list[str] | None = None, language: str = "python", **overrides: Any
+    ) -> str:
         write_kernelspec(
             self.directory / "specs",
             name,
@@ -129,6 +131,7 @@ class SshKernels:
             argv=argv or launcher_argv(self.sshd["python"]),
             config=self.config(**overrides),
             env={MARK_VARIABLE: self.mark},
+            language=language,
         )
         return name
 

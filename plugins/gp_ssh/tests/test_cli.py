@@ -49,6 +49,7 @@ def test_install_golden(tmp_path: Path) -> None:
         "env": {},
         "metadata": {
             "debugger": True,
+            "supported_encryption": ["curve"],
             "kernel_provisioner": {
                 "provisioner_name": "gp-remote-provisioner",
                 "config": {

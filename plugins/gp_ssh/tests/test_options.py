@@ -61,6 +61,9 @@ def test_defaults() -> None:
         "keep_kernel_logs": False,
         "upload_launcher": "if-missing",
         "mirror_working_dirs": False,
+        "impersonation_enabled": False,
+        "allow_request_spark_opts": True,
+        "gss_auth": False,
     }
 
 
@@ -74,7 +77,10 @@ def test_env_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GP_KERNEL_LOG_DIR", "/var/log/kernels/")
     monkeypatch.setenv("GP_SSH_KEEP_KERNEL_LOGS", "false")
     monkeypatch.setenv("GP_MIRROR_WORKING_DIRS", "yes")
+    monkeypatch.setenv("GP_IMPERSONATION_ENABLED", "true")
+    monkeypatch.setenv("GP_REMOTE_GSS_SSH", "1")
     values = options().to_dict()
+    assert values["impersonation_enabled"] is True and values["gss_auth"] is True
     assert values["remote_hosts"] == ["node1", "node2", "10.0.0.3"]
     assert values["load_balancing_algorithm"] == "least-connection"
     assert values["remote_user"] == "jovyan"
