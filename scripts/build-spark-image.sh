@@ -12,6 +12,7 @@
 #    debootstrap (the Debian archive of this machine's apt sources) + openjdk-17-jre-headless (apt in the
 #    chroot) + a venv with the wheels above -> docker import.
 # 4. Thin layer  TAG = base + gp's launchers (`jupyter image-bootstrap install`) + gp's Spark entrypoint
+#    + a passwd entry for the default kernel uid 1000
 #    (scripts/spark-image/entrypoint.sh: driver / executor / command) - always rebuilt, seconds.
 # 5. Verify: java -version, import pyspark + ipykernel in the image.
 #
@@ -160,6 +161,10 @@ cat >"$CTX/Dockerfile" <<DOCKERFILE
 FROM $BASE
 COPY bin/ /usr/local/bin/
 COPY gp-spark-entrypoint.sh /opt/gp-spark-entrypoint.sh
+# Hadoop's login (executors, the driver's file systems) needs a passwd entry for the uid the pod runs as:
+# gp's default (1000:100) has one; the entrypoint adds one for any other uid of group 100.
+RUN useradd --uid 1000 --gid 100 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin gp \
+    && chgrp 100 /etc/passwd && chmod 664 /etc/passwd
 ENTRYPOINT ["/opt/gp-spark-entrypoint.sh"]
 LABEL gp.kernel-image="python-spark" gp.spark-version="$SPARK_VERSION"
 DOCKERFILE

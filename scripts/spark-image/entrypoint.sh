@@ -18,8 +18,14 @@ export JAVA_HOME=${JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
 export PYSPARK_PYTHON=${PYSPARK_PYTHON:-/opt/venv/bin/python3}
 export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$PYSPARK_PYTHON}
 SPARK_CLASSPATH="${SPARK_CLASSPATH:+$SPARK_CLASSPATH:}$SPARK_HOME/jars/*"
-# A pod runs as whatever uid the template says: give it a HOME it can write.
-if [ ! -w "${HOME:-/}" ]; then export HOME=/tmp; fi
+# A pod runs as whatever uid the template says, usually without a passwd entry: give it a HOME it can write
+# and tell the JVM (which would take "?" from the missing passwd entry).
+if [ ! -w "${HOME:-/}" ] || [ "${HOME:-/}" = / ]; then export HOME=/tmp; fi
+# Hadoop's login fails for a uid without a passwd entry: add one when /etc/passwd lets this group write it.
+if ! getent passwd "$(id -u)" >/dev/null && [ -w /etc/passwd ]; then
+    echo "kernel:x:$(id -u):$(id -g):gp kernel:$HOME:/usr/sbin/nologin" >>/etc/passwd
+fi
+export SPARK_SUBMIT_OPTS="${SPARK_SUBMIT_OPTS:+$SPARK_SUBMIT_OPTS }-Duser.home=$HOME"
 
 case "${1:-}" in
     driver)
@@ -30,7 +36,9 @@ case "${1:-}" in
             --conf "spark.driver.host=$bind" \
             --conf "spark.driver.port=0" \
             --conf "spark.blockManager.port=0" \
+            --conf "spark.driver.blockManager.port=0" \
             --conf "spark.executorEnv.SPARK_DRIVER_POD_IP=$bind" \
+            --conf "spark.jars.ivy=$HOME/.ivy2" \
             --deploy-mode client \
             "$@"
         ;;
@@ -41,7 +49,7 @@ case "${1:-}" in
         while IFS= read -r name; do
             java_opts+=("${!name}")
         done < <(compgen -e | grep '^SPARK_JAVA_OPT_' | sort -t_ -k4 -n)
-        exec "$JAVA_HOME/bin/java" "${java_opts[@]}" \
+        exec "$JAVA_HOME/bin/java" "${java_opts[@]}" -Duser.home="$HOME" \
             -Xms"${SPARK_EXECUTOR_MEMORY:?}" -Xmx"${SPARK_EXECUTOR_MEMORY}" \
             -cp "$SPARK_CLASSPATH${SPARK_DIST_CLASSPATH:+:$SPARK_DIST_CLASSPATH}" \
             org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend \

@@ -16,7 +16,7 @@ from typing import Any
 
 from gp_core import BackendError, BackendOptions, Handle, Resources, Rollback, hookimpl
 
-from . import _kube, _namespaces, _pods, _render, _status
+from . import _kube, _namespaces, _pods, _render, _spark, _status
 from ._options import K8sOptions
 
 
@@ -59,9 +59,12 @@ async def render_resources(
 ) -> Resources:
     plan = _namespaces.plan(kernel_id, env, options, request_env)
     namespace = {"name": plan.name, "mode": plan.mode, "service_account": plan.service_account}
-    return await asyncio.to_thread(
+    resources = await asyncio.to_thread(
         _render.render, kernel_id, cmd, env, options, namespace, resource_dir, log, request_env
     )
+    if options.spark:
+        return _spark.prepare(kernel_id, cmd, env, request_env, options, resources, log)
+    return resources
 
 
 @hookimpl
@@ -69,6 +72,14 @@ async def launch(
     kernel_id: str, resources: Resources, options: K8sOptions, rollback: Rollback, log: logging.Logger
 ) -> Handle:
     ref = _pods.cluster_ref(options)
+    if options.spark:
+        handle = await rollback.create_in_thread(
+            partial(_spark.submit, ref, resources, log),
+            lambda created: _spark.remove_kernel(ref, created, options, restart=True, force=True, log=log),
+            what=f"spark-submit of {resources['namespace']['name']}/{resources['pod']['metadata']['name']}",
+        )
+        log.debug("spark-submit of driver pod %s/%s started", handle["namespace"], handle["pod"])
+        return handle
     if options.pool_size:
         handle = await _launch_pooled(ref, kernel_id, resources, options, rollback, log)
         if handle is not None:
@@ -119,6 +130,8 @@ async def _launch_pooled(
 async def poll(handle: Handle, options: K8sOptions, launching: bool, log: logging.Logger) -> int | None:
     key = _kube.pod_key(handle["namespace"], handle["pod"])
     status = await _status.source_for(options).get(key, not_before=_pods.created_at.get(key, float("-inf")))
+    if "spark" in handle:
+        return await _spark.poll(_pods.cluster_ref(options), handle, status, launching)
     return await _pods.poll(_pods.cluster_ref(options), handle, status, launching)
 
 
@@ -134,7 +147,8 @@ async def terminate(
     handle: Handle, options: K8sOptions, restart: bool, force: bool, log: logging.Logger
 ) -> None:
     ref = _pods.cluster_ref(options)
-    await asyncio.to_thread(partial(_pods.remove_kernel, ref, handle, options, restart, force, log))
+    remove = _spark.remove_kernel if "spark" in handle else _pods.remove_kernel
+    await asyncio.to_thread(partial(remove, ref, handle, options, restart, force, log))
 
 
 @hookimpl
