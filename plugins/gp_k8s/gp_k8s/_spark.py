@@ -359,8 +359,6 @@ def remove_executors(ref: ClusterRef, handle: Handle, timeout: float) -> None:
 
 
 def clean_up_files(handle: Handle) -> None:
-    if os.environ.get("GP_DEBUG_SPARK_LOG"):
-        shutil.copy(Path(handle["spark"]["dir"]) / "spark-submit.log", os.environ["GP_DEBUG_SPARK_LOG"])
     shutil.rmtree(handle["spark"].get("dir") or "/nonexistent", ignore_errors=True)
 
 
