@@ -73,13 +73,13 @@ async def launch(
 ) -> Handle:
     ref = _pods.cluster_ref(options)
     if options.spark:
-        handle = await rollback.create_in_thread(
+        submitted: Handle = await rollback.create_in_thread(
             partial(_spark.submit, ref, resources, log),
             lambda created: _spark.remove_kernel(ref, created, options, restart=True, force=True, log=log),
             what=f"spark-submit of {resources['namespace']['name']}/{resources['pod']['metadata']['name']}",
         )
-        log.debug("spark-submit of driver pod %s/%s started", handle["namespace"], handle["pod"])
-        return handle
+        log.debug("spark-submit of driver pod %s/%s started", submitted["namespace"], submitted["pod"])
+        return submitted
     if options.pool_size:
         handle = await _launch_pooled(ref, kernel_id, resources, options, rollback, log)
         if handle is not None:
