@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -138,6 +139,14 @@ async def poll(handle: Handle, options: K8sOptions, launching: bool, log: loggin
 @hookimpl
 async def send_signal(handle: Handle, options: K8sOptions, signum: int, log: logging.Logger) -> bool:
     """The launcher's communication port did not answer: ``kill`` the kernel through the exec API."""
+    if "spark" in handle and signum not in (signal.SIGKILL, signal.SIGTERM):
+        # PID 1 of a driver pod is Spark's JVM, not the kernel: an interrupt there would end the driver.
+        log.warning(
+            "Signal %d not delivered: the kernel's launcher in driver pod %s did not answer",
+            signum,
+            handle["pod"],
+        )
+        return False
     ref = _pods.cluster_ref(options)
     return await asyncio.to_thread(_kube.exec_signal, ref, handle["namespace"], handle["pod"], signum, log)
 

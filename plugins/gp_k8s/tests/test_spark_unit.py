@@ -112,3 +112,12 @@ def test_an_argv_without_a_local_application_or_k8s_master_is_refused():
         resources = render("k1", argv, env, options, namespace, None, LOG, {})
         with pytest.raises(BackendError, match=message):
             prepare("k1", argv, env, {}, options, resources, LOG)
+
+
+async def test_a_silent_launcher_in_a_driver_pod_is_not_interrupted_through_the_jvm():
+    import signal
+
+    from gp_k8s import hooks
+
+    handle = {"namespace": "ns", "pod": "p", "spark": {"submit_pid": 0, "dir": "/nonexistent"}}
+    assert await hooks.send_signal(handle, K8sOptions(), signal.SIGINT, LOG) is False
