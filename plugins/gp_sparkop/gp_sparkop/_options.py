@@ -20,6 +20,12 @@ _MEMORY = re.compile(r"[0-9]+[kmgtKMGT]?")
 class SparkOperatorOptions(K8sOptions):
     """Options of the ``spark-operator`` backend (and every option of gp-k8s)."""
 
+    request_variables = {
+        **getattr(K8sOptions, "request_variables", {}),
+        "KERNEL_SPARKAPP_CONFIG_MAP": "spec.sparkConfigMap of this kernel's SparkApplication when "
+        "spark_config_map is unset (a ConfigMap name).",
+    }
+
     crd_group = Unicode(
         "sparkoperator.k8s.io", config=True, help="API group of the SparkApplication custom resource."
     )
