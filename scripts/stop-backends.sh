@@ -7,6 +7,8 @@
 #   bash scripts/stop-backends.sh --keep-docker   the same, but leave dockerd running
 #   bash scripts/stop-backends.sh --kernels       only remove leftover kernel containers/services/pods
 #   bash scripts/stop-backends.sh --k8s           only stop the test Kubernetes cluster (scripts/stop-k8s.sh)
+#                                                 (and the Spark Operator, which runs against it)
+#   bash scripts/stop-backends.sh --spark-operator  only stop the Spark Operator
 #
 # Kernel containers/services are those labelled component=kernel. A dockerd that these scripts did not start
 # (no live .ci-state/dockerd.pid) is never stopped; the swarm is not left (it persists across restarts).
@@ -20,8 +22,8 @@ log() { echo "[stop-backends] $*" >&2; }
 
 mode=${1:-all}
 case "$mode" in
-    all | --keep-docker | --kernels | --k8s) ;;
-    *) echo "usage: $0 [--keep-docker|--kernels|--k8s]" >&2; exit 2 ;;
+    all | --keep-docker | --kernels | --k8s | --spark-operator) ;;
+    *) echo "usage: $0 [--keep-docker|--kernels|--k8s|--spark-operator]" >&2; exit 2 ;;
 esac
 
 remove_kernels() {
@@ -74,7 +76,12 @@ remove_pods() {   # kernel pods / namespaces / RoleBindings gp-k8s left on the t
     [ -z "$found" ] || { log "removed from the test cluster:"; echo "$found" >&2; }
 }
 
+if [ "$mode" = --spark-operator ]; then
+    bash "$ROOT/scripts/start-spark-operator.sh" --stop
+    exit 0
+fi
 if [ "$mode" = --k8s ]; then
+    bash "$ROOT/scripts/start-spark-operator.sh" --stop
     bash "$ROOT/scripts/stop-k8s.sh"
     exit 0
 fi
@@ -82,6 +89,7 @@ remove_kernels
 remove_pods
 [ "$mode" = --kernels ] && exit 0
 bash "$ROOT/scripts/start-sshd.sh" --stop
+bash "$ROOT/scripts/start-spark-operator.sh" --stop
 bash "$ROOT/scripts/stop-k8s.sh"
 rm -f "$STATE/ssh/started-by-test"
 [ "$mode" = --keep-docker ] || stop_dockerd

@@ -4,8 +4,9 @@
 #   bash scripts/test.sh [pytest args]          e.g.  bash scripts/test.sh plugins/gp_ssh -k restart -x
 #
 # Steps: system packages -> .venv + editable installs -> ruff + mypy -> dockerd + swarm -> kernel image -> test sshd
-#        -> kubernetes -> pytest.  See docs/testing.md.
-# Env knobs: GP_SKIP_LINT=1 (skip ruff and mypy), GP_SKIP_K8S=1 (no cluster), PYTEST_TIMEOUT (per-test timeout,
+#        -> kubernetes -> Spark kernel image + host Spark -> Spark Operator -> pytest.  See docs/testing.md.
+# Env knobs: GP_SKIP_LINT=1 (skip ruff and mypy), GP_SKIP_K8S=1 (no cluster), GP_SKIP_SPARK=1 (no Spark image /
+#            Spark Operator), PYTEST_TIMEOUT (per-test timeout,
 #            default 300 s), and the
 #            GP_* variables exported below may be pre-set to override their defaults.
 set -euo pipefail
@@ -25,10 +26,11 @@ fail() { echo "[test.sh] FAILED: $*" >&2; exit 1; }
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export GP_RESPONSE_IP=${GP_RESPONSE_IP:-127.0.0.1}
 export GP_TEST_KERNEL_IMAGE=${GP_TEST_KERNEL_IMAGE:-gp/kernel-py:test}
+export GP_TEST_SPARK_IMAGE=${GP_TEST_SPARK_IMAGE:-${GP_TEST_KERNEL_IMAGE}-spark}
 export GP_TEST_SSH_DIR=${GP_TEST_SSH_DIR:-$STATE/ssh}
 export GP_TEST_SSH_PORT=${GP_TEST_SSH_PORT:-22222}
 export GP_TEST_PYTHON=${GP_TEST_PYTHON:-$PY}
-export GP_REQUIRED_BACKENDS=${GP_REQUIRED_BACKENDS-docker,docker-swarm,ssh,k8s}
+export GP_REQUIRED_BACKENDS=${GP_REQUIRED_BACKENDS-docker,docker-swarm,ssh,k8s,spark,spark-operator}
 # Kernel languages whose tests must run (fail, not skip, when their runtime is missing); setup installs them.
 export GP_REQUIRED_LANGUAGES=${GP_REQUIRED_LANGUAGES-r}
 # The R kernel image (built when r is required), tagged after the python one: gp/kernel-py:x -> gp/kernel-r:x.
@@ -202,12 +204,26 @@ if [ "${GP_SKIP_K8S:-0}" != 1 ]; then
     export KUBECONFIG="$GP_TEST_K8S_KUBECONFIG"
 fi
 
-# ---- 8. tests --------------------------------------------------------------------------------------------
+# ---- 8. Spark: kernel image, host Spark, the Spark Operator ----------------------------------------------
+# The Spark image (JRE + pyspark + gp's launchers + gp's Spark entrypoint; base cached as an image tag, a few
+# minutes cold, seconds warm), the host's Spark for spark-submit (cached in /var/cache/gp-ci/spark), and the
+# real Spark Operator built from its Go module (binary cached in /var/cache/gp-ci/spark-operator).
+if [ "${GP_SKIP_SPARK:-0}" != 1 ] && [ "${GP_SKIP_K8S:-0}" != 1 ]; then
+    step "Spark kernel image $GP_TEST_SPARK_IMAGE"
+    GP_JUPYTER="$VENV/bin/jupyter" bash scripts/build-spark-image.sh "$GP_TEST_SPARK_IMAGE"
+    GP_TEST_SPARK_HOME=$(bash scripts/build-spark-image.sh --spark-home)
+    export GP_TEST_SPARK_HOME
+    step "Spark Operator"
+    GP_PYTHON="$PY" bash scripts/start-spark-operator.sh --kubeconfig "$GP_TEST_K8S_KUBECONFIG"
+fi
+
+# ---- 9. tests --------------------------------------------------------------------------------------------
 step "pytest $*"
 echo "GP_RESPONSE_IP=$GP_RESPONSE_IP GP_TEST_KERNEL_IMAGE=$GP_TEST_KERNEL_IMAGE GP_TEST_SSH_DIR=$GP_TEST_SSH_DIR"
 echo "GP_TEST_SSH_PORT=$GP_TEST_SSH_PORT GP_TEST_PYTHON=$GP_TEST_PYTHON GP_REQUIRED_BACKENDS=$GP_REQUIRED_BACKENDS"
 echo "GP_TEST_K8S_KUBECONFIG=${GP_TEST_K8S_KUBECONFIG:-} GP_TEST_K8S_STATE=${GP_TEST_K8S_STATE:-}"
 echo "GP_REQUIRED_LANGUAGES=$GP_REQUIRED_LANGUAGES GP_TEST_R_KERNEL_IMAGE=$GP_TEST_R_KERNEL_IMAGE"
+echo "GP_TEST_SPARK_IMAGE=$GP_TEST_SPARK_IMAGE GP_TEST_SPARK_HOME=${GP_TEST_SPARK_HOME:-}"
 pre_kernels=$(kernel_objects)
 tests_ran=1
 set +e

@@ -8,4 +8,7 @@ packages=(gp_core)
 for pkg in plugins/*/gp_*/; do
     [ -f "$pkg/__init__.py" ] && packages+=("${pkg%/}")
 done
+# A plugin may build on another's public API (gp-sparkop on gp-k8s): every plugin's directory is on the path.
+plugin_dirs=$(printf '%s\n' plugins/*/ | sed 's:/$::' | paste -sd: -)
+export MYPYPATH="${MYPYPATH:+$MYPYPATH:}$plugin_dirs"
 exec "${MYPY:-$ROOT/.venv/bin/mypy}" "$@" "${packages[@]}"

@@ -777,11 +777,19 @@ def install_spark_cancel_handler(app: Any) -> None:
     def cancel_jobs(_signum: int, _frame: Any) -> None:
         shell = getattr(app, "shell", None)
         context = shell.user_ns.get("sc") if shell is not None else None
-        if context is not None and not isinstance(context, Pending):
+        if context is None or isinstance(context, Pending):
+            return
+
+        def cancel() -> None:
             try:
                 context.cancelAllJobs()
             except Exception as exc:
                 say(f"could not cancel Spark jobs: {exc!r}")
+
+        # Not in the handler itself: it runs on the main thread, whose py4j connection is busy with the
+        # very job to cancel (PySpark pins each Python thread to one connection), so the call would wait
+        # for the job. A thread of its own gets a connection of its own.
+        threading.Thread(target=cancel, name="gp-spark-cancel", daemon=True).start()
 
     if hasattr(signal, "SIGUSR2"):
         signal.signal(signal.SIGUSR2, cancel_jobs)

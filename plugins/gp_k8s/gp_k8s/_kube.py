@@ -150,6 +150,21 @@ def delete_object(
     return True
 
 
+def delete_pods(ref: ClusterRef, namespace: str, selector: str) -> None:
+    """Delete every pod of ``namespace`` matching the label ``selector`` (one collection call)."""
+    _call(
+        "delete", "pods", namespace, _core(ref).delete_collection_namespaced_pod, namespace,
+        label_selector=selector, grace_period_seconds=0,
+    )  # fmt: skip
+
+
+def list_pod_names(ref: ClusterRef, namespace: str, selector: str) -> list[str]:
+    body = _call(
+        "list", "pods", namespace, _core(ref).list_namespaced_pod, namespace, label_selector=selector
+    )
+    return [item["metadata"]["name"] for item in body.get("items") or []]
+
+
 def object_exists(ref: ClusterRef, kind: str, name: str, namespace: str) -> bool:
     _method, read, resource = _DELETE[kind]
     try:

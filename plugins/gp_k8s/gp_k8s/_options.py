@@ -259,6 +259,19 @@ class K8sOptions(BackendOptions):
         help="Pods kept parked (running, ipykernel imported) for launches of this kernel, so a kernel starts "
         "faster than a new pod can; shared namespace mode only; 0 = none (env GP_K8S_POOL_SIZE, default 0).",
     )
+    spark = Bool(
+        False,
+        config=True,
+        help="Spark flavour: kernel.json's argv runs spark-submit --master k8s://... --deploy-mode cluster "
+        "on the server with the launcher as the application; the kernel lives in the Spark driver pod "
+        "(jupyter k8s-spec install --spark writes it).",
+    )
+    spark_advertise_address = Unicode(
+        "",
+        config=True,
+        help="Spark flavour: the address drivers and executors advertise instead of their pod IP (env "
+        "GP_SPARK_ADVERTISE_ADDRESS), e.g. 127.0.0.1 for hostNetwork pods on a single-node cluster.",
+    )
     stop_timeout = Float(5.0, config=True, help="Grace period (seconds) of a graceful pod deletion.")
     delete_timeout = Float(
         60.0, config=True, help="Seconds terminate waits for the kernel's pod (and namespace) to be gone."
@@ -283,6 +296,7 @@ class K8sOptions(BackendOptions):
     _prohibited_gids_default = default("prohibited_gids")(env_default("GP_PROHIBITED_GIDS", ["0"]))
     _mirror_default = default("mirror_working_dirs")(env_default("GP_MIRROR_WORKING_DIRS", False))
     _host_network_default = default("host_network")(env_default("GP_K8S_HOST_NETWORK", False))
+    _advertise_default = default("spark_advertise_address")(env_default("GP_SPARK_ADVERTISE_ADDRESS", ""))
     _kinds_default = default("allowed_kinds")(env_default("GP_K8S_ALLOWED_KINDS", ["Pod"]))
     _pool_size_default = default("pool_size")(env_default("GP_K8S_POOL_SIZE", 0))
 

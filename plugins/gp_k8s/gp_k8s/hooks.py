@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from gp_core import BackendError, BackendOptions, Handle, Resources, Rollback, hookimpl
 
-from . import _kube, _namespaces, _pods, _render, _status
+from . import _kube, _namespaces, _pods, _render, _spark, _status
 from ._options import K8sOptions
 
 
@@ -59,9 +60,12 @@ async def render_resources(
 ) -> Resources:
     plan = _namespaces.plan(kernel_id, env, options, request_env)
     namespace = {"name": plan.name, "mode": plan.mode, "service_account": plan.service_account}
-    return await asyncio.to_thread(
+    resources = await asyncio.to_thread(
         _render.render, kernel_id, cmd, env, options, namespace, resource_dir, log, request_env
     )
+    if options.spark:
+        return _spark.prepare(kernel_id, cmd, env, request_env, options, resources, log)
+    return resources
 
 
 @hookimpl
@@ -69,6 +73,14 @@ async def launch(
     kernel_id: str, resources: Resources, options: K8sOptions, rollback: Rollback, log: logging.Logger
 ) -> Handle:
     ref = _pods.cluster_ref(options)
+    if options.spark:
+        submitted: Handle = await rollback.create_in_thread(
+            partial(_spark.submit, ref, resources, log),
+            lambda created: _spark.remove_kernel(ref, created, options, restart=True, force=True, log=log),
+            what=f"spark-submit of {resources['namespace']['name']}/{resources['pod']['metadata']['name']}",
+        )
+        log.debug("spark-submit of driver pod %s/%s started", submitted["namespace"], submitted["pod"])
+        return submitted
     if options.pool_size:
         handle = await _launch_pooled(ref, kernel_id, resources, options, rollback, log)
         if handle is not None:
@@ -119,12 +131,22 @@ async def _launch_pooled(
 async def poll(handle: Handle, options: K8sOptions, launching: bool, log: logging.Logger) -> int | None:
     key = _kube.pod_key(handle["namespace"], handle["pod"])
     status = await _status.source_for(options).get(key, not_before=_pods.created_at.get(key, float("-inf")))
+    if "spark" in handle:
+        return await _spark.poll(_pods.cluster_ref(options), handle, status, launching)
     return await _pods.poll(_pods.cluster_ref(options), handle, status, launching)
 
 
 @hookimpl
 async def send_signal(handle: Handle, options: K8sOptions, signum: int, log: logging.Logger) -> bool:
     """The launcher's communication port did not answer: ``kill`` the kernel through the exec API."""
+    if "spark" in handle and signum not in (signal.SIGKILL, signal.SIGTERM):
+        # PID 1 of a driver pod is Spark's JVM, not the kernel: an interrupt there would end the driver.
+        log.warning(
+            "Signal %d not delivered: the kernel's launcher in driver pod %s did not answer",
+            signum,
+            handle["pod"],
+        )
+        return False
     ref = _pods.cluster_ref(options)
     return await asyncio.to_thread(_kube.exec_signal, ref, handle["namespace"], handle["pod"], signum, log)
 
@@ -134,7 +156,8 @@ async def terminate(
     handle: Handle, options: K8sOptions, restart: bool, force: bool, log: logging.Logger
 ) -> None:
     ref = _pods.cluster_ref(options)
-    await asyncio.to_thread(partial(_pods.remove_kernel, ref, handle, options, restart, force, log))
+    remove = _spark.remove_kernel if "spark" in handle else _pods.remove_kernel
+    await asyncio.to_thread(partial(remove, ref, handle, options, restart, force, log))
 
 
 @hookimpl

@@ -8,6 +8,7 @@ and puts the pod template, ``scripts/kernel-pod.yaml.j2``, into the spec for ope
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,14 @@ from typing import Any
 from traitlets import Bool, Unicode, default
 
 from gp_core import env_default
+from gp_core.spark import SparkInstallerOptions, spark_aliases, spark_flags, spark_launcher_args
 from gp_core.specapp import InstallSpecApp, SpecInstallerApp
 
 #: Where ``jupyter image-bootstrap install`` (default ``--dest``) puts the launcher inside an image.
 IMAGE_LAUNCHER = "/usr/local/bin/kernel-launchers/python/launch_ipykernel.py"
 
 
-class K8sInstallSpecApp(InstallSpecApp):
+class K8sInstallSpecApp(InstallSpecApp, SparkInstallerOptions):
     """Install a kernelspec whose kernel runs in a Kubernetes pod."""
 
     name = "jupyter-k8s-spec-install"
@@ -40,6 +42,16 @@ class K8sInstallSpecApp(InstallSpecApp):
     )
     image_pull_policy = Unicode("", config=True, help="imagePullPolicy: Always, IfNotPresent or Never.")
     host_network = Bool(False, config=True, help="Run the kernel pods on the node's network (hostNetwork).")
+    spark_master = Unicode(
+        config=True,
+        help="--spark: the spark-submit master, k8s://https://<apiserver>:<port> (default: from "
+        "KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT where the installer runs).",
+    )
+    service_account_name = Unicode(
+        "",
+        config=True,
+        help="Service account of the kernel pods (--spark: the driver creates executors as it).",
+    )
 
     aliases = {
         **InstallSpecApp.aliases,
@@ -47,9 +59,16 @@ class K8sInstallSpecApp(InstallSpecApp):
         "executor-image-name": "K8sInstallSpecApp.executor_image_name",
         "namespace": "K8sInstallSpecApp.namespace",
         "image-pull-policy": "K8sInstallSpecApp.image_pull_policy",
+        "spark-master": "K8sInstallSpecApp.spark_master",
+        "service-account-name": "K8sInstallSpecApp.service_account_name",
+        **spark_aliases("K8sInstallSpecApp"),
     }
     flags = {
         **InstallSpecApp.flags,
+        **spark_flags(
+            "K8sInstallSpecApp",
+            "A Spark kernel: spark-submit --deploy-mode cluster, the kernel in the driver pod.",
+        ),
         "host-network": ({"K8sInstallSpecApp": {"host_network": True}}, "Run kernel pods with hostNetwork."),
     }
 
@@ -58,11 +77,16 @@ class K8sInstallSpecApp(InstallSpecApp):
 
     @default("kernel_name")
     def _kernel_name_default(self) -> str:
-        return f"k8s_{self.language.lower()}"
+        return f"k8s_{self.language.lower()}" + ("_spark" if self.spark else "")
 
     @default("display_name")
     def _display_name_default(self) -> str:
-        return f"{self.language.title()} on Kubernetes (gp)"
+        return f"{'Spark - ' if self.spark else ''}{self.language.title()} on Kubernetes (gp)"
+
+    @default("spark_master")
+    def _spark_master_default(self) -> str:
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+        return f"k8s://https://{host}:{port}" if host and port else ""
 
     @default("python")
     def _python_default(self) -> str:
@@ -88,8 +112,28 @@ def k8s_kernel_spec(
     scripts.mkdir()
     shutil.copy2(DEFAULT_TEMPLATE, spec_dir / SPEC_TEMPLATE)
     python = getattr(app, "python", "") or "python3"
-    kernel_spec["argv"] = [python, IMAGE_LAUNCHER, *app.launcher_args()]
     config = kernel_spec["metadata"]["kernel_provisioner"]["config"]
+    if getattr(app, "spark", False):
+        if not app.spark_master.startswith("k8s://https://"):
+            raise ValueError(
+                f"--spark-master {app.spark_master!r} is not k8s://https://<apiserver>:<port> (set "
+                "--spark-master, or run the installer with KUBERNETES_SERVICE_HOST/PORT set)"
+            )
+        kernel_spec["argv"] = [
+            f"{app.spark_home}/bin/spark-submit", "--master", app.spark_master, "--deploy-mode", "cluster",
+            f"local://{IMAGE_LAUNCHER}", *app.launcher_args(), *spark_launcher_args(app.spark_init_mode),
+        ]  # fmt: skip
+        kernel_spec.setdefault("env", {})["SPARK_HOME"] = app.spark_home
+        if app.extra_spark_opts:
+            from gp_core.spark import split_spark_opts
+
+            split_spark_opts(app.extra_spark_opts, "--extra-spark-opts")  # refuse what cannot be split
+            kernel_spec["env"]["SPARK_OPTS"] = app.extra_spark_opts
+        config["spark"] = True
+    else:
+        kernel_spec["argv"] = [python, IMAGE_LAUNCHER, *app.launcher_args()]
+    if getattr(app, "service_account_name", ""):
+        config["service_account_name"] = app.service_account_name
     for option, attribute in (
         ("image", "image_name"),
         ("executor_image", "executor_image_name"),

@@ -145,3 +145,42 @@ async def test_an_installed_spec_runs_a_kernel_with_its_own_template(tmp_path, m
     finally:
         await km.shutdown_kernel(now=True)
     assert cluster.pods(f"kernel_id={km.kernel_id}") == []
+
+
+def test_k8s_spec_install_spark(tmp_path):
+    result = k8s_spec(
+        "install",
+        f"--prefix={tmp_path}",
+        "--spark",
+        "--image-name=site/kernel-spark-py:1",
+        "--spark-home=/opt/spark",
+        "--spark-master=k8s://https://127.0.0.1:16443",
+        "--spark-init-mode=eager",
+        "--extra-spark-opts=--conf spark.executor.instances=2",
+        "--service-account-name=spark",
+    )
+    assert result.returncode == 0, result.stderr
+    spec_dir = tmp_path / "share/jupyter/kernels/k8s_python_spark"
+    spec = json.loads((spec_dir / "kernel.json").read_text())
+    assert spec["argv"] == [
+        "/opt/spark/bin/spark-submit", "--master", "k8s://https://127.0.0.1:16443", "--deploy-mode", "cluster",
+        f"local://{IMAGE_LAUNCHER}", *PLACEHOLDER_ARGS, "--kernel-class-name", "ipykernel.ipkernel.IPythonKernel",
+        "--spark-context-initialization-mode", "eager", "--cluster-type", "spark",
+    ]  # fmt: skip
+    assert spec["env"] == {"SPARK_HOME": "/opt/spark", "SPARK_OPTS": "--conf spark.executor.instances=2"}
+    config = spec["metadata"]["kernel_provisioner"]["config"]
+    assert config["spark"] is True and config["service_account_name"] == "spark"
+    assert (spec_dir / "scripts/kernel-pod.yaml.j2").read_text() == DEFAULT_TEMPLATE.read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--spark-master=yarn"], "spark-master"),
+        (["--spark-master=k8s://https://127.0.0.1:1", "--extra-spark-opts=--conf 'x"], "cannot be split"),
+    ],
+)
+def test_k8s_spec_install_spark_refuses_bad_input(tmp_path, args, message):
+    result = k8s_spec("install", f"--prefix={tmp_path}", "--spark", "--image-name=i:1", *args)
+    assert result.returncode != 0 and message in result.stderr
+    assert not (tmp_path / "share/jupyter/kernels/k8s_python_spark").exists()
