@@ -46,7 +46,7 @@ def tunnel_route(handle: dict[str, Any], options: Any) -> Any:
             "(env GP_DOCKER_TUNNEL_HOST)"
         )
     try:
-        from gp_ssh import jump_host_route  # type: ignore[import-not-found]  # optional: gp-docker[tunnel]
+        from gp_ssh import jump_host_route  # optional: gp-docker[tunnel]
     except ImportError as exc:
         raise BackendError("Tunnelling docker kernels needs gp-ssh (pip install gp-ssh)") from exc
     # Host networking: the kernel's address is the docker host's own; otherwise the container's.
