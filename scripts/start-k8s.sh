@@ -128,7 +128,7 @@ if [ "$(cat "$D/cluster-key" 2>/dev/null)" = "$KEY" ] && healthy; then
 fi
 if [ -f "$D/cluster-key" ] || ls "$D"/*.pid >/dev/null 2>&1; then
     log "a cluster from another build or an unhealthy one is in $D: stopping it"
-    bash "$ROOT/scripts/stop-k8s.sh"
+    GP_K8S_LOCK_HELD=1 bash "$ROOT/scripts/stop-k8s.sh" 9>&-   # it must not wait for the lock we hold
 fi
 
 NODE=$(hostname)

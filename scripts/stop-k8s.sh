@@ -21,8 +21,11 @@ stop() {   # stop NAME: TERM the process in NAME.pid (only if it is that program
 }
 
 [ -d "$D" ] || exit 0
-exec 9>"$D/start.lock"
-flock 9
+# start-k8s.sh calls this while it holds the lock (GP_K8S_LOCK_HELD=1): taking it again would deadlock.
+if [ "${GP_K8S_LOCK_HELD:-0}" != 1 ]; then
+    exec 9>"$D/start.lock"
+    flock 9
+fi
 case "${1:-}" in
     --apiserver) stop kube-apiserver; exit 0 ;;
     "") ;;
