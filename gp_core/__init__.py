@@ -21,7 +21,7 @@ from .errors import (
     UnknownBackendError,
 )
 from .hookspecs import Handle, Resources, hookimpl
-from .options import BackendOptions, env_default, inherited_server_env, parse_bool, parse_list
+from .options import BackendOptions, env_default, inherited_server_env, parse_bool, parse_list, pattern_within
 from .plugins import Backend, get_backend, installed_backends
 from .processes import (
     file_tail,
@@ -104,6 +104,7 @@ __all__ = [
     "parse_cpus",
     "parse_list",
     "parse_memory",
+    "pattern_within",
     "process_status",
     "request_limit",
     "signal_group",

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from fnmatch import fnmatchcase
 from typing import Any, ClassVar
 
 from traitlets import TraitError, TraitType
@@ -360,6 +362,62 @@ def _cap_level(traits: Mapping[str, TraitType[Any, Any]], values: Mapping[str, A
         fallback = meta.get("fallback")
         return _cap_level(traits, values, fallback) if fallback else math.inf
     return level
+
+
+def _glob_tokens(pattern: str) -> list[tuple[str, str]]:
+    """fnmatch's syntax as tokens: ("*", ""), ("?", ""), ("class", "[...]") or ("char", c)."""
+    tokens: list[tuple[str, str]] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char in "*?":
+            if not (char == "*" and tokens and tokens[-1][0] == "*"):
+                tokens.append((char, ""))
+            i += 1
+            continue
+        if char == "[":
+            end = i + 1
+            end += pattern[end : end + 1] == "!"
+            end += pattern[end : end + 1] == "]"
+            end = pattern.find("]", end)
+            if end != -1:
+                tokens.append(("class", pattern[i : end + 1]))
+                i = end + 1
+                continue
+        tokens.append(("char", char))
+        i += 1
+    return tokens
+
+
+def pattern_within(allowed: str, pattern: str) -> bool:
+    """Whether every name the fnmatch ``pattern`` admits (an ``allowed_images`` entry, say) is admitted by
+    the fnmatch pattern ``allowed``: the ``covers`` of an ``allow`` policy whose entries are patterns.
+
+    Sound, not complete: ``allowed``'s ``*`` may stand for any part of ``pattern``, its ``?`` for one
+    character or ``?``/class of ``pattern``, its class for a character in it, its characters for
+    themselves; a ``*`` of ``pattern`` needs a ``*`` of ``allowed``. So ``gp/kernel-r:*`` is within
+    ``gp/kernel-*:*``, ``a*c`` is not within ``a?c``, and a kernel.json cannot widen allowed_images.
+    """
+    outer, inner = _glob_tokens(allowed), _glob_tokens(pattern)
+
+    @functools.cache
+    def within(a: int, p: int) -> bool:
+        if a == len(outer):
+            return p == len(inner)
+        kind, text = outer[a]
+        if kind == "*":
+            return within(a + 1, p) or (p < len(inner) and within(a, p + 1))
+        if p == len(inner):
+            return False
+        if kind == "?":
+            fits = inner[p][0] != "*"
+        elif kind == "class":
+            fits = inner[p][0] == "char" and fnmatchcase(inner[p][1], text)
+        else:
+            fits = inner[p] == outer[a]
+        return fits and within(a + 1, p + 1)
+
+    return within(0, 0)
 
 
 def apply_policy(

@@ -6,14 +6,12 @@ Server config sets them as ``c.DockerOptions.<name>`` (both backends) or ``c.Doc
 
 from __future__ import annotations
 
-import functools
 import re
-from fnmatch import fnmatchcase
 from typing import Any
 
 from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
 
-from gp_core import BackendOptions, env_default, parse_memory
+from gp_core import BackendOptions, env_default, parse_memory, pattern_within
 
 #: Value of the ``app`` label on everything gp-docker creates; status listings filter on it. Gateway
 #: Provisioners' value, so the filters of existing monitoring and clean-up scripts keep working.
@@ -41,61 +39,6 @@ def parse_id(value: str, what: str) -> int:
     if not 0 <= number <= MAX_ID:
         raise ValueError(f"{what}={value!r} is out of range; ids are 0..{MAX_ID}")
     return number
-
-
-def _glob_tokens(pattern: str) -> list[tuple[str, str]]:
-    """fnmatch's syntax as tokens: ("*", ""), ("?", ""), ("class", "[...]") or ("char", c)."""
-    tokens: list[tuple[str, str]] = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char in "*?":
-            if not (char == "*" and tokens and tokens[-1][0] == "*"):
-                tokens.append((char, ""))
-            i += 1
-            continue
-        if char == "[":
-            end = i + 1
-            end += pattern[end : end + 1] == "!"
-            end += pattern[end : end + 1] == "]"
-            end = pattern.find("]", end)
-            if end != -1:
-                tokens.append(("class", pattern[i : end + 1]))
-                i = end + 1
-                continue
-        tokens.append(("char", char))
-        i += 1
-    return tokens
-
-
-def image_pattern_within(allowed: str, pattern: str) -> bool:
-    """Whether every image name ``pattern`` (an ``allowed_images`` entry) admits is admitted by ``allowed``.
-
-    Sound, not complete: ``allowed``'s ``*`` may stand for any part of ``pattern``, its ``?`` for one
-    character or ``?``/class of ``pattern``, its class for a character in it, its characters for
-    themselves; a ``*`` of ``pattern`` needs a ``*`` of ``allowed``. So ``gp/kernel-r:*`` is within
-    ``gp/kernel-*:*``, ``a*c`` is not within ``a?c``, and a kernel.json cannot widen allowed_images.
-    """
-    outer, inner = _glob_tokens(allowed), _glob_tokens(pattern)
-
-    @functools.cache
-    def within(a: int, p: int) -> bool:
-        if a == len(outer):
-            return p == len(inner)
-        kind, text = outer[a]
-        if kind == "*":
-            return within(a + 1, p) or (p < len(inner) and within(a, p + 1))
-        if p == len(inner):
-            return False
-        if kind == "?":
-            fits = inner[p][0] != "*"
-        elif kind == "class":
-            fits = inner[p][0] == "char" and fnmatchcase(inner[p][1], text)
-        else:
-            fits = inner[p] == outer[a]
-        return fits and within(a + 1, p + 1)
-
-    return within(0, 0)
 
 
 def _memory_bytes(value: str) -> int:
@@ -131,7 +74,7 @@ class DockerOptions(BackendOptions):
         help="Images a request may choose with KERNEL_IMAGE, as fnmatch patterns, e.g. 'myorg/kernel-*' "
         "(env GP_ALLOWED_IMAGES, comma list). Empty: requests cannot change the image. A policy: "
         "kernel.json's list must be within the server's.",
-    ).tag(policy="allow", covers=image_pattern_within)
+    ).tag(policy="allow", covers=pattern_within)
     network = Unicode(
         config=True,
         help="Docker network the kernel joins; 'host' shares the docker host's network "

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from gp_docker import _pool
-from gp_docker._options import DockerOptions, DockerSwarmOptions, image_pattern_within, parse_id, parse_memory
+from gp_docker._options import DockerOptions, DockerSwarmOptions, parse_id, parse_memory
 from gp_docker._spec import resource_name
 
-from gp_core import BackendError, InvalidOptionError
+from gp_core import BackendError, InvalidOptionError, pattern_within
 from gp_core.plugins import get_backend
 
 KERNEL_ID = "0b7f4a4e-3c1d-4a8e-9d61-2f3c5b6a7d8e"
@@ -254,7 +254,7 @@ def test_kernel_json_cannot_widen_the_allowed_images(monkeypatch):
     ],
 )
 def test_image_pattern_within(allowed, pattern, within):
-    assert image_pattern_within(allowed, pattern) is within
+    assert pattern_within(allowed, pattern) is within
 
 
 def test_kernel_json_may_only_lower_the_resource_caps():

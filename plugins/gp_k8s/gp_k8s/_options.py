@@ -13,7 +13,7 @@ from typing import Any
 
 from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 
-from gp_core import BackendOptions, env_default
+from gp_core import BackendOptions, env_default, pattern_within
 
 #: Value of the ``app`` label on everything gp-k8s creates; the status watch selects on it.
 APP_LABEL = "gp"
@@ -77,6 +77,11 @@ def is_dns_label(text: str) -> bool:
     return bool(_DNS_LABEL.fullmatch(text))
 
 
+def _loosens_when_false(value: bool) -> int:
+    """The policy level of an option whose ``true`` is the stricter setting: kernel.json may only raise it."""
+    return 0 if value else 1
+
+
 class K8sOptions(BackendOptions):
     """Options of the ``k8s`` backend."""
 
@@ -116,7 +121,7 @@ class K8sOptions(BackendOptions):
         config=True,
         help="Images a request may choose with KERNEL_IMAGE, as fnmatch patterns (env GP_ALLOWED_IMAGES, "
         "comma list). Empty: requests cannot change the image.",
-    )
+    ).tag(policy="allow", covers=pattern_within)
     executor_image = Unicode(
         config=True,
         help="Image of Spark executors, passed as KERNEL_EXECUTOR_IMAGE (env GP_EXECUTOR_IMAGE_NAME).",
@@ -144,13 +149,13 @@ class K8sOptions(BackendOptions):
         help="Let a request run its kernel in an existing namespace of its own with KERNEL_NAMESPACE (and "
         "KERNEL_SERVICE_ACCOUNT_NAME); gp never deletes that namespace (env GP_ALLOW_KERNEL_NAMESPACE, "
         "default false).",
-    )
+    ).tag(policy="cap")
     allowed_kernel_namespaces = List(
         Unicode(),
         config=True,
         help="fnmatch patterns a request's KERNEL_NAMESPACE must match when allow_kernel_namespace is on "
         "(env GP_ALLOWED_KERNEL_NAMESPACES; empty: any).",
-    )
+    ).tag(policy="allow", covers=pattern_within, empty_allows_all=True)
     kernel_cluster_role = Unicode(
         config=True,
         help="ClusterRole bound (by a RoleBinding in the kernel's own namespace) to the kernel's service "
@@ -222,13 +227,15 @@ class K8sOptions(BackendOptions):
         config=True,
         help="Volume types a kernel pod may use (from options or its template); hostPath only with "
         "allow_host_path.",
-    )
+    ).tag(policy="allow")
     allowed_claims = List(
         Unicode(),
         config=True,
         help="fnmatch patterns of PersistentVolumeClaim names a pod may mount; empty: any.",
+    ).tag(policy="allow", covers=pattern_within, empty_allows_all=True)
+    allow_host_path = Bool(False, config=True, help="Allow hostPath volumes (never by default).").tag(
+        policy="cap"
     )
-    allow_host_path = Bool(False, config=True, help="Allow hostPath volumes (never by default).")
     allowed_kinds = List(
         Unicode(),
         ["Pod"],
@@ -236,7 +243,7 @@ class K8sOptions(BackendOptions):
         help="Kinds the pod template may create, from Pod, PersistentVolumeClaim, Secret, ConfigMap, "
         "Service (env GP_K8S_ALLOWED_KINDS; default Pod only). Each gets the kernel's labels and is "
         "deleted at shutdown.",
-    )
+    ).tag(policy="allow")
     pod_template = Unicode(
         config=True,
         help="Pod template, relative to the kernelspec's directory or absolute (default "
@@ -247,13 +254,13 @@ class K8sOptions(BackendOptions):
         config=True,
         help="Mount the service account token into kernel pods in shared mode (automatic and bring-your-own "
         "namespaces always mount it: that is what their RoleBinding is for).",
-    )
+    ).tag(policy="cap")
     run_as_non_root = Bool(
         True,
         config=True,
         help="Pods meet the 'restricted' Pod Security Standard: runAsNonRoot, no privilege escalation, all "
         "capabilities dropped, RuntimeDefault seccomp.",
-    )
+    ).tag(policy="cap", parse=_loosens_when_false)
     pool_size = Integer(
         config=True,
         help="Pods kept parked (running, ipykernel imported) for launches of this kernel, so a kernel starts "
