@@ -250,10 +250,10 @@ class K8sOptions(BackendOptions):
         "scripts/kernel-pod.yaml.j2, else gp-k8s's own).",
     )
     mount_service_account_token = Bool(
-        False,
         config=True,
         help="Mount the service account token into kernel pods in shared mode (automatic and bring-your-own "
-        "namespaces always mount it: that is what their RoleBinding is for).",
+        "namespaces always mount it: that is what their RoleBinding is for; env "
+        "GP_K8S_MOUNT_SERVICE_ACCOUNT_TOKEN).",
     ).tag(policy="cap")
     run_as_non_root = Bool(
         True,
@@ -305,6 +305,9 @@ class K8sOptions(BackendOptions):
     _host_network_default = default("host_network")(env_default("GP_K8S_HOST_NETWORK", False))
     _advertise_default = default("spark_advertise_address")(env_default("GP_SPARK_ADVERTISE_ADDRESS", ""))
     _kinds_default = default("allowed_kinds")(env_default("GP_K8S_ALLOWED_KINDS", ["Pod"]))
+    _token_default = default("mount_service_account_token")(
+        env_default("GP_K8S_MOUNT_SERVICE_ACCOUNT_TOKEN", False)
+    )
     _pool_size_default = default("pool_size")(env_default("GP_K8S_POOL_SIZE", 0))
 
     @validate("pool_size")

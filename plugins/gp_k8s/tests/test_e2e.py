@@ -48,8 +48,11 @@ async def test_an_interrupt_reaches_the_kernel_through_exec_when_the_launcher_is
     await km.shutdown_kernel()
 
 
-async def test_hostile_request_values_are_inert_data_in_the_pod(kernels, cluster):
-    km = kernels.manager(kernels.spec(config={"allowed_kinds": ["Pod", "Secret"]}))
+async def test_hostile_request_values_are_inert_data_in_the_pod(kernels, cluster, monkeypatch):
+    monkeypatch.setenv(
+        "GP_K8S_ALLOWED_KINDS", "Pod,Secret"
+    )  # the server's policy (kernel.json cannot widen it)
+    km = kernels.manager(kernels.spec())
     value = "x\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: stolen}\n{{ 7 * 7 }}{% raw %}"
     username = "Ünïcode.User " + "z" * 280
     kernel_id = await kernels.start(km, KERNEL_EXTRA=value, KERNEL_USERNAME=username)

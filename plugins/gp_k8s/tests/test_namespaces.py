@@ -13,15 +13,12 @@ pytestmark = pytest.mark.k8s
 READ_NAMESPACE = "print(open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read())"
 
 
-async def test_shared_mode_with_a_role_in_its_namespace_only(identities, kernels, cluster):
+async def test_shared_mode_with_a_role_in_its_namespace_only(identities, kernels, cluster, monkeypatch):
+    monkeypatch.setenv("GP_K8S_MOUNT_SERVICE_ACCOUNT_TOKEN", "true")  # a server policy
     namespace = identities.namespace("gp-shared")
     kubeconfig = identities.identity(namespace)
     identities.grant(namespace, namespace, "gp-server", POD_RULES)
-    km = kernels.manager(
-        kernels.spec(
-            config={"kubeconfig": kubeconfig, "namespace": namespace, "mount_service_account_token": True}
-        )
-    )
+    km = kernels.manager(kernels.spec(config={"kubeconfig": kubeconfig, "namespace": namespace}))
     kernel_id = await kernels.start(km)
     [pod] = cluster.pods(f"kernel_id={kernel_id}")
     assert pod.metadata.namespace == namespace
@@ -32,13 +29,14 @@ async def test_shared_mode_with_a_role_in_its_namespace_only(identities, kernels
     assert cluster.core.read_namespace(namespace).status.phase == "Active"
 
 
-async def test_bring_your_own_namespace_and_service_account(identities, kernels, cluster):
+async def test_bring_your_own_namespace_and_service_account(identities, kernels, cluster, monkeypatch):
+    monkeypatch.setenv("GP_ALLOW_KERNEL_NAMESPACE", "true")  # a server policy
     server_ns = identities.namespace("gp-server")
     kubeconfig = identities.identity(server_ns)
     identities.grant(None, server_ns, "gp-server", POD_RULES)
     own = identities.namespace("gp-byo")
     cluster.core.create_namespaced_service_account(own, {"metadata": {"name": "analyst"}})
-    km = kernels.manager(kernels.spec(config={"kubeconfig": kubeconfig, "allow_kernel_namespace": True}))
+    km = kernels.manager(kernels.spec(config={"kubeconfig": kubeconfig}))
     kernel_id = await kernels.start(km, KERNEL_NAMESPACE=own, KERNEL_SERVICE_ACCOUNT_NAME="analyst")
     [pod] = cluster.pods(f"kernel_id={kernel_id}")
     assert (pod.metadata.namespace, pod.spec.service_account_name) == (own, "analyst")
@@ -49,13 +47,15 @@ async def test_bring_your_own_namespace_and_service_account(identities, kernels,
     assert cluster.core.read_namespace(own).status.phase == "Active"  # never deleted: not gp's
 
 
-async def test_a_request_cannot_pick_its_namespace_unless_allowed(kernels):
+async def test_a_request_cannot_pick_its_namespace_unless_allowed(kernels, monkeypatch):
     km = kernels.manager(kernels.spec())
     with pytest.raises(BackendError, match="KERNEL_NAMESPACE='kube-system' refused.*allow_kernel_namespace"):
         await kernels.start(km, KERNEL_NAMESPACE="kube-system")
-    km2 = kernels.manager(kernels.spec("k2", config={"allow_kernel_namespace": True}))
+    monkeypatch.setenv("GP_ALLOW_KERNEL_NAMESPACE", "true")  # a server policy
+    km2 = kernels.manager(kernels.spec("k2"))
     with pytest.raises(BackendError, match="not a namespace name"):
         await kernels.start(km2, KERNEL_NAMESPACE="Bad_Name\nkind: Secret")
+    monkeypatch.delenv("GP_ALLOW_KERNEL_NAMESPACE")
     km3 = kernels.manager(kernels.spec("k3"))
     with pytest.raises(BackendError, match="KERNEL_SERVICE_ACCOUNT_NAME='admin' refused"):
         await kernels.start(km3, KERNEL_SERVICE_ACCOUNT_NAME="admin")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gp_k8s._names import kernel_name
 from gp_k8s._namespaces import plan
 from gp_k8s._options import K8sOptions, parse_quantity
 from gp_k8s._render import render
+from traitlets.config import Config, Configurable
 
 from gp_core import BackendError, InvalidOptionError
 
@@ -25,12 +27,23 @@ def _no_gp_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
 
 
-def options(**values) -> K8sOptions:
-    return K8sOptions.from_config("k8s", {"image": "gp/kernel-py:test", **values})
+def options(server: dict[str, Any] | None = None, **values: Any) -> K8sOptions:
+    """Options as the server configures them (``server``: c.K8sOptions.*) plus kernel.json ``values``.
+
+    Without ``server``, ``values`` stand for the server's own settings (policies are the server's to set).
+    """
+    if server is None:
+        return K8sOptions.from_config("k8s", {"image": "gp/kernel-py:test", **values}, policy=False)
+    config = Config()
+    for name, value in server.items():
+        setattr(config.K8sOptions, name, value)
+    return K8sOptions.from_config(
+        "k8s", {"image": "gp/kernel-py:test", **values}, parent=Configurable(config=config)
+    )
 
 
-def rendered(env=None, request=None, resource_dir=None, **values):
-    opts = options(**values)
+def rendered(env=None, request=None, resource_dir=None, server=None, **values):
+    opts = options(server, **values)
     env = {"KERNEL_USERNAME": "alice", "KERNEL_ID": KERNEL_ID, **(env or {})}
     request = {**(request or {})}
     env.update(request)
@@ -309,7 +322,7 @@ def test_importing_the_backend_does_not_decide_the_cluster_configuration(tmp_pat
 
 
 def test_kernel_json_cannot_take_a_prohibited_id_off_the_servers_list():
-    opts = options(prohibited_uids=["5"], prohibited_gids=[])
+    opts = options({}, prohibited_uids=["5"], prohibited_gids=[])
     assert opts.prohibited_uids == ["0", "5"] and opts.prohibited_gids == ["0"]
     with pytest.raises(BackendError, match="KERNEL_UID='0' refused"):
-        rendered(env={"KERNEL_UID": "0"}, prohibited_uids=[], run_as_non_root=False)
+        rendered(env={"KERNEL_UID": "0"}, server={"run_as_non_root": False}, prohibited_uids=[])
