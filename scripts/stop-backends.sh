@@ -2,7 +2,8 @@
 # Stop what the test scripts started (for developers; CI machines are simply thrown away).
 #
 #   bash scripts/stop-backends.sh                 remove leftover kernel containers/services, stop the test
-#                                                 sshd, and stop dockerd if scripts/start-docker.sh started it
+#                                                 sshd and the test YARN clusters, and stop dockerd if
+#                                                 scripts/start-docker.sh started it
 #   bash scripts/stop-backends.sh --keep-docker   the same, but leave dockerd running
 #   bash scripts/stop-backends.sh --kernels       only remove leftover kernel containers/services
 #
@@ -64,6 +65,8 @@ stop_dockerd() {
 remove_kernels
 [ "$mode" = --kernels ] && exit 0
 bash "$ROOT/scripts/start-sshd.sh" --stop
+bash "$ROOT/scripts/start-yarn.sh" --stop
+bash "$ROOT/scripts/start-yarn.sh" --ha --stop
 rm -f "$STATE/ssh/started-by-test"
 [ "$mode" = --keep-docker ] || stop_dockerd
 log "done"

@@ -4,7 +4,7 @@
 #   bash scripts/test.sh [pytest args]          e.g.  bash scripts/test.sh plugins/gp_ssh -k restart -x
 #
 # Steps: system packages -> .venv + editable installs -> ruff + mypy -> dockerd + swarm -> kernel image -> test sshd
-#        -> pytest.  See docs/testing.md.
+#        -> YARN minicluster + HA pair -> pytest.  See docs/testing.md.
 # Env knobs: GP_SKIP_LINT=1 (skip ruff and mypy), PYTEST_TIMEOUT (per-test timeout, default 300 s), and the
 #            GP_* variables exported below may be pre-set to override their defaults.
 set -euo pipefail
@@ -175,10 +175,25 @@ else
     bash scripts/start-sshd.sh 7>&-   # already running: verifies the config, restarts it if it changed
 fi
 
-# ---- 7. tests --------------------------------------------------------------------------------------------
+# ---- 7. YARN -------------------------------------------------------------------------------------------
+# Two real MiniYARNClusters (single RM on 127.0.0.1:8088; HA pair on :18088/:18089), started in parallel and
+# left running (like dockerd) for the next run: scripts/stop-backends.sh stops them.
+step "YARN minicluster + HA pair (scripts/start-yarn.sh)"
+bash scripts/start-yarn.sh >"$STATE/start-yarn.out" &
+yarn_single=$!
+bash scripts/start-yarn.sh --ha >"$STATE/start-yarn-ha.out" &
+yarn_ha=$!
+wait "$yarn_single" || fail "the YARN minicluster did not start (see .ci-state/yarn/yarn.log)"
+wait "$yarn_ha" || fail "the YARN HA pair did not start (see .ci-state/yarn-ha/yarn.log)"
+while IFS='=' read -r name value; do
+    [[ "$name" =~ ^GP_TEST_[A-Z_]+$ ]] && export "$name=$value"
+done < <(cat "$STATE/start-yarn.out" "$STATE/start-yarn-ha.out")
+
+# ---- 8. tests --------------------------------------------------------------------------------------------
 step "pytest $*"
 echo "GP_RESPONSE_IP=$GP_RESPONSE_IP GP_TEST_KERNEL_IMAGE=$GP_TEST_KERNEL_IMAGE GP_TEST_SSH_DIR=$GP_TEST_SSH_DIR"
 echo "GP_TEST_SSH_PORT=$GP_TEST_SSH_PORT GP_TEST_PYTHON=$GP_TEST_PYTHON GP_REQUIRED_BACKENDS=$GP_REQUIRED_BACKENDS"
+env | grep -E '^GP_TEST_(YARN|SPARK|JAVA)' | sort
 pre_kernels=$(kernel_objects)
 tests_ran=1
 set +e
