@@ -144,6 +144,10 @@ class ResourceManagerClient:
             # redirects for active): build it for the endpoint found here.
             api = ResourceManager.__new__(ResourceManager)
             BaseYarnAPI.__init__(api, endpoint, self.timeout, self._auth, self.verify)
+            # A standby RM answers with a redirect to the active one: take it as "not active any more"
+            # (requests raises TooManyRedirects) and look for the active RM, rather than going through
+            # the standby for every later request.
+            api.session.max_redirects = 0
             self.active_endpoint = endpoint
             return api
         raise BackendError(f"No active YARN ResourceManager: {'; '.join(problems)}")
