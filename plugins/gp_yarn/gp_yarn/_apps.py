@@ -242,7 +242,7 @@ async def _note_am_host(handle: Handle, app: dict[str, Any]) -> None:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=0, type=1)
     except OSError:
         return
-    addresses = [info[4][0] for info in infos]
+    addresses = [str(info[4][0]) for info in infos]
     handle["ip"] = next((a for a in addresses if ":" not in a), addresses[0]) if addresses else host
     handle["am_host"] = host
 

@@ -19,11 +19,11 @@ from typing import Any
 from traitlets import Bool, Enum, TraitError, Unicode, default, validate
 
 from gp_core import InvalidOptionError
+from gp_core.spark import SPARK_INIT_MODES
 from gp_core.specapp import InstallSpecApp, SpecInstallerApp
 
 from ._options import check_endpoint
 
-SPARK_INIT_MODES = ("lazy", "eager", "none")
 RUN_SH = Path(__file__).with_name("run.sh")
 #: Written into every kernelspec's SPARK_OPTS (see add_yarn_settings).
 SPARK_BASE_OPTS = ("--conf", "spark.yarn.appMasterEnv.PYSPARK_PIN_THREAD=false")
