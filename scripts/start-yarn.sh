@@ -224,7 +224,8 @@ wait_for() {   # wait_for FILE WHAT: until FILE exists, while every started JVM 
     for _ in $(seq 1 240); do
         [ -f "$1" ] && return 0
         for j in "${JVMS[@]}"; do
-            if [ -f "$STATE/$j.pid" ] && ! jvm_pid "$j" >/dev/null; then
+            # kill -0, not jvm_pid: right after the start the pid may still be the subshell about to exec.
+            if [ -s "$STATE/$j.pid" ] && ! kill -0 "$(cat "$STATE/$j.pid")" 2>/dev/null; then
                 tail -n 40 "$STATE/$j.log" >&2
                 die "$j exited before $2 (log: $STATE/$j.log)"
             fi
