@@ -23,6 +23,14 @@ from gp_core.testing import require_backend
 SPARK_INIT = "lazy"
 
 
+async def close_listener() -> None:
+    """Close this loop's response listener: a module-scoped loop's listener would otherwise only be
+    released (with a ResourceWarning) when the interpreter exits."""
+    from gp_core.listener import ResponseListener
+
+    await (await ResponseListener.instance()).close()
+
+
 def rm_get(endpoint: str, path: str, timeout: float = 10) -> Any:
     with urllib.request.urlopen(endpoint + path, timeout=timeout) as response:
         return json.load(response)

@@ -22,7 +22,16 @@ import pytest_asyncio
 from gp_core import BackendError, LaunchError
 from gp_core.testing import adopt_kernel, execute, kernel_env, kernel_manager
 
-from .conftest import alive_apps, apps_named, install_spec, kill_app, rm_get, staging_left, submit_processes
+from .conftest import (
+    alive_apps,
+    apps_named,
+    close_listener,
+    install_spec,
+    kill_app,
+    rm_get,
+    staging_left,
+    submit_processes,
+)
 
 pytestmark = [pytest.mark.yarn, pytest.mark.asyncio(loop_scope="module")]
 
@@ -106,6 +115,7 @@ async def shared(yarn: dict[str, Any], specs: Path, canary: Path) -> AsyncIterat
     finally:
         if km.has_kernel:
             await km.shutdown_kernel(now=True)
+        await close_listener()
 
 
 async def test_spark_job_runs_in_a_yarn_application(yarn: dict[str, Any], shared: Any) -> None:

@@ -19,7 +19,7 @@ from gp_yarn._options import YarnOptions
 
 from gp_core.testing import execute, kernel_env, kernel_manager
 
-from .conftest import control, install_spec, rm_get, submit_processes
+from .conftest import close_listener, control, install_spec, rm_get, submit_processes
 
 pytestmark = [pytest.mark.yarn, pytest.mark.asyncio(loop_scope="module")]
 
@@ -46,6 +46,7 @@ async def ha_kernel(yarn_ha: dict[str, Any], tmp_path_factory: pytest.TempPathFa
     finally:
         if km.has_kernel:
             await km.shutdown_kernel(now=True)
+        await close_listener()
         # Leave rm0 active for the next run.
         control(yarn_ha["controls"][1], "standby")
         control(yarn_ha["controls"][0], "active")
