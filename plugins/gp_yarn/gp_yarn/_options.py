@@ -37,6 +37,14 @@ class YarnOptions(BackendOptions):
     and a failover is followed.
     """
 
+    request_variables = {
+        "KERNEL_QUEUE": "The YARN queue to submit to (spark-submit --queue; a queue name).",
+        "KERNEL_NODE_LABEL": "The node label the AM and executors run on (spark.yarn.*.nodeLabelExpression).",
+        "KERNEL_EXTRA_SPARK_OPTS": "More spark-submit options: only --conf spark.KEY=VALUE (keys gp or the server "
+        "decide refused), --driver-memory, --executor-memory, --driver-cores, --executor-cores, --num-executors.",
+        "KERNEL_USERNAME": "With impersonation_enabled: the user to submit as (spark-submit --proxy-user).",
+    }
+
     yarn_endpoint = Unicode(
         config=True,
         help="ResourceManager web app URL, http(s)://host:port (env GP_YARN_ENDPOINT). Empty: read the "
