@@ -19,12 +19,12 @@ from gp_core import BackendError, inherited_server_env
 from ._options import YarnOptions
 
 # YARN queue names ("root.gp" or "gp") and node label names.
-_QUEUE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
-_LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MEMORY = re.compile(r"^[0-9]{1,7}[kmgtKMGT]?$")
-_COUNT = re.compile(r"^[0-9]{1,4}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}\Z")
+_LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}\Z")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}\Z")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_MEMORY = re.compile(r"^[0-9]{1,7}[kmgtKMGT]?\Z")
+_COUNT = re.compile(r"^[0-9]{1,4}\Z")
 
 #: KERNEL_EXTRA_SPARK_OPTS may use these spark-submit flags (each takes one value) ...
 _VALUE_FLAGS = {
@@ -46,7 +46,7 @@ _REFUSED_CONF = re.compile(
     r"|kerberos\..*|yarn\.kerberos\..*|yarn\.(jars|archive|dist\..*|am\.extraLibraryPath)"
     r"|jars(\..*)?|files|archives|submit\.pyFiles|yarn\.populateHadoopClasspath|driver\.extra(ClassPath|LibraryPath)"
     r"|yarn\.appMasterEnv\.(GP_.*|KERNEL_ID|KERNEL_USERNAME)|proxyUser|redaction\..*"
-    r")$"
+    r")\Z"
 )
 
 

@@ -150,7 +150,12 @@ def test_submit_options_are_argv_items() -> None:
         "--conf",
         "spark.x=$(id)",
     ]
-    for name, value in (("KERNEL_QUEUE", "a b"), ("KERNEL_NODE_LABEL", "x;y"), ("KERNEL_USERNAME", "-root")):
+    for name, value in (
+        ("KERNEL_QUEUE", "a b"),
+        ("KERNEL_QUEUE", "gp\n"),
+        ("KERNEL_NODE_LABEL", "x;y"),
+        ("KERNEL_USERNAME", "-root"),
+    ):
         with pytest.raises(BackendError, match=name):
             submit_options("k1", {**env, name: value}, opts, "/p")
 
