@@ -152,7 +152,7 @@ def test_submit_options_are_argv_items() -> None:
     ]
     for name, value in (
         ("KERNEL_QUEUE", "a b"),
-        ("KERNEL_QUEUE", "gp\n"),
+        ("KERNEL_QUEUE", "gp\nroot"),
         ("KERNEL_NODE_LABEL", "x;y"),
         ("KERNEL_USERNAME", "-root"),
     ):
