@@ -14,7 +14,7 @@ set -euo pipefail
 
 PY_PKGS=(python3 python3-venv)
 ALL_PKGS=("${PY_PKGS[@]}" docker.io openssh-server openssh-client debootstrap iproute2 procps ca-certificates
-          util-linux)
+          util-linux openjdk-17-jdk-headless maven)
 
 log() { echo "[setup-system] $*" >&2; }
 die() { echo "[setup-system] ERROR: $*" >&2; exit 1; }

@@ -2,7 +2,7 @@
 # Stop what the test scripts started (for developers; CI machines are simply thrown away).
 #
 #   bash scripts/stop-backends.sh                 remove leftover kernel containers/services/pods, stop the test
-#                                                 sshd and the test Kubernetes cluster, and stop dockerd if
+#                                                 sshd, the test Kubernetes cluster and YARN clusters, and stop dockerd if
 #                                                 scripts/start-docker.sh started it
 #   bash scripts/stop-backends.sh --keep-docker   the same, but leave dockerd running
 #   bash scripts/stop-backends.sh --kernels       only remove leftover kernel containers/services/pods
@@ -91,6 +91,8 @@ remove_pods
 bash "$ROOT/scripts/start-sshd.sh" --stop
 bash "$ROOT/scripts/start-spark-operator.sh" --stop
 bash "$ROOT/scripts/stop-k8s.sh"
+bash "$ROOT/scripts/start-yarn.sh" --stop
+bash "$ROOT/scripts/start-yarn.sh" --ha --stop
 rm -f "$STATE/ssh/started-by-test"
 [ "$mode" = --keep-docker ] || stop_dockerd
 log "done"

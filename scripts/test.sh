@@ -4,7 +4,8 @@
 #   bash scripts/test.sh [pytest args]          e.g.  bash scripts/test.sh plugins/gp_ssh -k restart -x
 #
 # Steps: system packages -> .venv + editable installs -> ruff + mypy -> dockerd + swarm -> kernel image -> test sshd
-#        -> kubernetes -> Spark kernel image + host Spark -> Spark Operator -> pytest.  See docs/testing.md.
+#        -> kubernetes -> Spark kernel image + host Spark -> Spark Operator -> YARN minicluster + HA pair
+#        -> pytest.  See docs/testing.md.
 # Env knobs: GP_SKIP_LINT=1 (skip ruff and mypy), GP_SKIP_K8S=1 (no cluster), GP_SKIP_SPARK=1 (no Spark image /
 #            Spark Operator), PYTEST_TIMEOUT (per-test timeout,
 #            default 300 s), and the
@@ -30,7 +31,7 @@ export GP_TEST_SPARK_IMAGE=${GP_TEST_SPARK_IMAGE:-${GP_TEST_KERNEL_IMAGE}-spark}
 export GP_TEST_SSH_DIR=${GP_TEST_SSH_DIR:-$STATE/ssh}
 export GP_TEST_SSH_PORT=${GP_TEST_SSH_PORT:-22222}
 export GP_TEST_PYTHON=${GP_TEST_PYTHON:-$PY}
-export GP_REQUIRED_BACKENDS=${GP_REQUIRED_BACKENDS-docker,docker-swarm,ssh,k8s,spark,spark-operator}
+export GP_REQUIRED_BACKENDS=${GP_REQUIRED_BACKENDS-docker,docker-swarm,ssh,k8s,spark,spark-operator,yarn}
 # Kernel languages whose tests must run (fail, not skip, when their runtime is missing); setup installs them.
 export GP_REQUIRED_LANGUAGES=${GP_REQUIRED_LANGUAGES-r}
 # The R kernel image (built when r is required), tagged after the python one: gp/kernel-py:x -> gp/kernel-r:x.
@@ -217,13 +218,28 @@ if [ "${GP_SKIP_SPARK:-0}" != 1 ] && [ "${GP_SKIP_K8S:-0}" != 1 ]; then
     GP_PYTHON="$PY" bash scripts/start-spark-operator.sh --kubeconfig "$GP_TEST_K8S_KUBECONFIG"
 fi
 
-# ---- 9. tests --------------------------------------------------------------------------------------------
+# ---- 9. YARN -------------------------------------------------------------------------------------------
+# Two real MiniYARNClusters (single RM on 127.0.0.1:8088; HA pair on :18088/:18089), started in parallel and
+# left running (like dockerd) for the next run: scripts/stop-backends.sh stops them.
+step "YARN minicluster + HA pair (scripts/start-yarn.sh)"
+bash scripts/start-yarn.sh >"$STATE/start-yarn.out" &
+yarn_single=$!
+bash scripts/start-yarn.sh --ha >"$STATE/start-yarn-ha.out" &
+yarn_ha=$!
+wait "$yarn_single" || fail "the YARN minicluster did not start (see .ci-state/yarn/yarn.log)"
+wait "$yarn_ha" || fail "the YARN HA pair did not start (see .ci-state/yarn-ha/yarn.log)"
+while IFS='=' read -r name value; do
+    [[ "$name" =~ ^GP_TEST_[A-Z_]+$ ]] && export "$name=$value"
+done < <(cat "$STATE/start-yarn.out" "$STATE/start-yarn-ha.out")
+
+# ---- 10. tests --------------------------------------------------------------------------------------------
 step "pytest $*"
 echo "GP_RESPONSE_IP=$GP_RESPONSE_IP GP_TEST_KERNEL_IMAGE=$GP_TEST_KERNEL_IMAGE GP_TEST_SSH_DIR=$GP_TEST_SSH_DIR"
 echo "GP_TEST_SSH_PORT=$GP_TEST_SSH_PORT GP_TEST_PYTHON=$GP_TEST_PYTHON GP_REQUIRED_BACKENDS=$GP_REQUIRED_BACKENDS"
 echo "GP_TEST_K8S_KUBECONFIG=${GP_TEST_K8S_KUBECONFIG:-} GP_TEST_K8S_STATE=${GP_TEST_K8S_STATE:-}"
 echo "GP_REQUIRED_LANGUAGES=$GP_REQUIRED_LANGUAGES GP_TEST_R_KERNEL_IMAGE=$GP_TEST_R_KERNEL_IMAGE"
 echo "GP_TEST_SPARK_IMAGE=$GP_TEST_SPARK_IMAGE GP_TEST_SPARK_HOME=${GP_TEST_SPARK_HOME:-}"
+env | grep -E '^GP_TEST_(YARN|JAVA)' | sort
 pre_kernels=$(kernel_objects)
 tests_ran=1
 set +e
