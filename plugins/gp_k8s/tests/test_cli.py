@@ -68,6 +68,7 @@ def test_k8s_spec_install_golden(tmp_path):
         "env": {},
         "metadata": {
             "debugger": True,
+            "supported_encryption": ["curve"],  # gp's launcher can encrypt with CurveZMQ
             "kernel_provisioner": {
                 "provisioner_name": "gp-remote-provisioner",
                 "config": {
