@@ -100,7 +100,9 @@ def test_watch_scope_follows_the_namespace_mode():
     shared = K8sOptions.from_config("k8s", {"namespace": "kernels"})
     assert _status.watch_scope(shared) == "kernels"
     assert _status.watch_scope(K8sOptions.from_config("k8s", {"shared_namespace": False})) == ""
-    assert _status.watch_scope(K8sOptions.from_config("k8s", {"allow_kernel_namespace": True})) == ""
+    # allow_kernel_namespace is a server policy: set here as the server would (policy=False)
+    byo = K8sOptions.from_config("k8s", {"allow_kernel_namespace": True}, policy=False)
+    assert _status.watch_scope(byo) == ""
 
 
 @pytest.mark.k8s
