@@ -9,6 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .choices import (
+    choose_image,
+    choose_working_dir,
+    id_list_option,
+    id_option,
+    parse_id,
+    refuse_prohibited_ids,
+    request_id,
+)
 from .errors import (
     BackendError,
     GPError,
@@ -90,10 +99,14 @@ __all__ = [
     "UnknownBackendError",
     "WatchFeed",
     "__version__",
+    "choose_image",
+    "choose_working_dir",
     "env_default",
     "file_tail",
     "get_backend",
     "hookimpl",
+    "id_list_option",
+    "id_option",
     "inherited_server_env",
     "installed_backends",
     "is_env_name",
@@ -102,10 +115,13 @@ __all__ = [
     "open_private_log",
     "parse_bool",
     "parse_cpus",
+    "parse_id",
     "parse_list",
     "parse_memory",
     "pattern_within",
     "process_status",
+    "refuse_prohibited_ids",
+    "request_id",
     "request_limit",
     "signal_group",
     "start_process",

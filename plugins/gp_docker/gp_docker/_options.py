@@ -6,12 +6,12 @@ Server config sets them as ``c.DockerOptions.<name>`` (both backends) or ``c.Doc
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
 
 from gp_core import BackendOptions, env_default, parse_memory, pattern_within
+from gp_core.choices import id_list_option, id_option
 
 #: Value of the ``app`` label on everything gp-docker creates; status listings filter on it. Gateway
 #: Provisioners' value, so the filters of existing monitoring and clean-up scripts keep working.
@@ -22,23 +22,6 @@ OWNER_LABEL = ("gp.owner", "gp")
 #: The most containers one pool may keep parked.
 MAX_POOL_SIZE = 32
 #: The highest uid/gid a container may run as: uint32, minus (uid_t)-1, which means "unchanged".
-MAX_ID = 2**32 - 2
-
-_NUMERIC_ID = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take e.g. Arabic-Indic ones
-
-
-def parse_id(value: str, what: str) -> int:
-    """Parse a uid/gid the way the kernel will see it: ``"00"``, ``" 0"``, ``"-0"`` and ``"+0"`` are all 0.
-
-    :raises ValueError: For anything but an integer within 0..MAX_ID.
-    """
-    text = str(value).strip()
-    if not _NUMERIC_ID.fullmatch(text):
-        raise ValueError(f"{what}={value!r} is not a numeric id")
-    number = int(text)
-    if not 0 <= number <= MAX_ID:
-        raise ValueError(f"{what}={value!r} is out of range; ids are 0..{MAX_ID}")
-    return number
 
 
 def _memory_bytes(value: str) -> int:
@@ -202,20 +185,11 @@ class DockerOptions(BackendOptions):
 
     @validate("default_uid", "default_gid")
     def _check_default_id(self, proposal: Any) -> str:
-        value = str(proposal["value"])
-        if value.strip() == "":
-            return ""
-        try:
-            return str(parse_id(value, proposal["trait"].name))
-        except ValueError as exc:
-            raise TraitError(str(exc)) from None
+        return id_option(proposal)
 
     @validate("prohibited_uids", "prohibited_gids")
     def _check_prohibited(self, proposal: Any) -> list[str]:
-        try:
-            return [str(parse_id(item, proposal["trait"].name)) for item in proposal["value"]]
-        except ValueError as exc:
-            raise TraitError(str(exc)) from None
+        return id_list_option(proposal)
 
     @validate("memory", "max_memory")
     def _check_memory(self, proposal: Any) -> str:

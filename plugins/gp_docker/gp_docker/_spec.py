@@ -7,26 +7,22 @@ argv and env travel to the docker API as JSON arrays, never through a shell or a
 from __future__ import annotations
 
 import logging
-import posixpath
 import re
-from fnmatch import fnmatchcase
 
 from gp_core import BackendError, Resources, is_env_name, parse_cpus, parse_memory, request_limit
+from gp_core.choices import choose_image, choose_working_dir, refuse_prohibited_ids, request_id
 
 from ._options import (
     APP_LABEL,
     OWNER_LABEL,
     DockerOptions,
     DockerSwarmOptions,
-    parse_id,
     parse_volume,
 )
 
 #: Longest name: a DNS label, which a swarm service name (and a container hostname) must be.
 MAX_NAME_LENGTH = 63
 _UNSAFE_NAME_CHARS = re.compile(r"[^a-z0-9]+")
-_IMAGE_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def resource_name(username: str, kernel_id: str) -> str:
@@ -68,36 +64,7 @@ def _requested(request_env: dict[str, str], name: str) -> str | None:
 
 def select_image(env: dict[str, str], options: DockerOptions) -> str:
     """The configured image, or the request's ``KERNEL_IMAGE`` when ``allowed_images`` admits it."""
-    configured = options.image.strip()
-    requested = _requested(env, "KERNEL_IMAGE")
-    if requested is not None and requested.strip() != configured:
-        requested = requested.strip()
-        if not any(fnmatchcase(requested, pattern) for pattern in options.allowed_images):
-            allowed = (
-                f"this kernel accepts only {', '.join(map(repr, options.allowed_images))}"
-                if options.allowed_images
-                else "this kernel does not let requests choose the image (allowed_images / GP_ALLOWED_IMAGES)"
-            )
-            raise BackendError(f"KERNEL_IMAGE={requested!r} refused: {allowed}.")
-        if not _IMAGE_REFERENCE.fullmatch(requested):
-            raise BackendError(f"KERNEL_IMAGE={requested!r} is not an image reference")
-        return requested
-    if not configured:
-        raise BackendError(
-            'No kernel image configured: set "image" in kernel.json\'s kernel_provisioner config '
-            "(jupyter docker-spec install --image-name=...) or GP_IMAGE_NAME on the server."
-        )
-    return configured
-
-
-def _parse_request_id(env: dict[str, str], name: str) -> int | None:
-    value = env.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return parse_id(value, name)
-    except ValueError as exc:
-        raise BackendError(f"{exc}; the kernel cannot run as that") from None
+    return choose_image(_requested(env, "KERNEL_IMAGE"), options.image, options.allowed_images, "docker-spec")
 
 
 def select_user(env: dict[str, str], options: DockerOptions) -> tuple[int | None, int | None]:
@@ -105,16 +72,13 @@ def select_user(env: dict[str, str], options: DockerOptions) -> tuple[int | None
 
     Ids are compared as numbers, so ``"00"``, ``" 0"`` and ``"-0"`` cannot slip past a prohibited 0.
     """
-    uid = _parse_request_id(env, "KERNEL_UID")
-    gid = _parse_request_id(env, "KERNEL_GID")
+    uid = request_id(env, "KERNEL_UID")
+    gid = request_id(env, "KERNEL_GID")
     if uid is None and options.default_uid:
         uid = int(options.default_uid)
     if gid is None and options.default_gid:
         gid = int(options.default_gid)
-    if uid is not None and uid in {int(item) for item in options.prohibited_uids}:
-        raise BackendError(f"KERNEL_UID={env.get('KERNEL_UID', uid)!r} refused: user id {uid} is prohibited")
-    if gid is not None and gid in {int(item) for item in options.prohibited_gids}:
-        raise BackendError(f"KERNEL_GID={env.get('KERNEL_GID', gid)!r} refused: group id {gid} is prohibited")
+    refuse_prohibited_ids(env, uid, gid, options.prohibited_uids, options.prohibited_gids)
     if gid is not None and uid is None:
         raise BackendError("KERNEL_GID needs a user id too: set KERNEL_UID (or default_uid)")
     if uid is not None and gid is None and options.prohibited_gids:
@@ -125,14 +89,9 @@ def select_user(env: dict[str, str], options: DockerOptions) -> tuple[int | None
 
 def select_working_dir(env: dict[str, str], options: DockerOptions, log: logging.Logger) -> str | None:
     """``KERNEL_WORKING_DIR`` when mirroring is on (and it is an absolute path), else ``working_dir``."""
-    requested = env.get("KERNEL_WORKING_DIR")
-    if requested and options.mirror_working_dirs:
-        if not requested.startswith("/") or _CONTROL_CHARS.search(requested):
-            raise BackendError(f"KERNEL_WORKING_DIR={requested!r} must be an absolute path")
-        return posixpath.normpath(requested)
-    if requested:
-        log.debug("Ignoring KERNEL_WORKING_DIR: mirror_working_dirs (GP_MIRROR_WORKING_DIRS) is off")
-    return options.working_dir or None
+    return choose_working_dir(
+        env.get("KERNEL_WORKING_DIR"), options.mirror_working_dirs, options.working_dir, log
+    )
 
 
 def select_limits(env: dict[str, str], options: DockerOptions) -> tuple[int, int]:

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from gp_docker import _pool
-from gp_docker._options import DockerOptions, DockerSwarmOptions, parse_id, parse_memory
+from gp_docker._options import DockerOptions, DockerSwarmOptions, parse_memory
 from gp_docker._spec import resource_name
 
 from gp_core import BackendError, InvalidOptionError, pattern_within
+from gp_core.choices import parse_id
 from gp_core.plugins import get_backend
 
 KERNEL_ID = "0b7f4a4e-3c1d-4a8e-9d61-2f3c5b6a7d8e"

@@ -14,11 +14,11 @@ from typing import Any
 from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 
 from gp_core import BackendOptions, env_default, pattern_within
+from gp_core.choices import id_list_option, id_option
 
 #: Value of the ``app`` label on everything gp-k8s creates; the status watch selects on it.
 APP_LABEL = "gp"
 #: The highest uid/gid a pod may run as (a 32-bit id; Kubernetes takes int64 but the kernel does not).
-MAX_ID = 2**32 - 2
 #: Kinds a template may create when ``allowed_kinds`` allows them (the pod is always allowed).
 KNOWN_KINDS = ("Pod", "PersistentVolumeClaim", "Secret", "ConfigMap", "Service")
 #: Volume types allowed by default (none of them reaches the node's filesystem).
@@ -32,23 +32,8 @@ DEFAULT_VOLUME_TYPES = [
 ]
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
-_NUMERIC_ID = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take e.g. Arabic-Indic ones
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e[0-9]+)?")
-
-
-def parse_id(value: str, what: str) -> int:
-    """Parse a uid/gid as the kernel will see it: ``"00"``, ``" 0"``, ``"-0"`` and ``"+0"`` are all 0.
-
-    :raises ValueError: For anything but an integer within 0..MAX_ID.
-    """
-    text = str(value).strip()
-    if not _NUMERIC_ID.fullmatch(text):
-        raise ValueError(f"{what}={value!r} is not a numeric id")
-    number = int(text)
-    if not 0 <= number <= MAX_ID:
-        raise ValueError(f"{what}={value!r} is out of range; ids are 0..{MAX_ID}")
-    return number
 
 
 _QUANTITY_FACTORS = {
@@ -319,20 +304,11 @@ class K8sOptions(BackendOptions):
 
     @validate("default_uid", "default_gid")
     def _check_default_id(self, proposal: Any) -> str:
-        value = str(proposal["value"])
-        if value.strip() == "":
-            return ""
-        try:
-            return str(parse_id(value, proposal["trait"].name))
-        except ValueError as exc:
-            raise TraitError(str(exc)) from None
+        return id_option(proposal)
 
     @validate("prohibited_uids", "prohibited_gids")
     def _check_prohibited(self, proposal: Any) -> list[str]:
-        try:
-            return [str(parse_id(item, proposal["trait"].name)) for item in proposal["value"]]
-        except ValueError as exc:
-            raise TraitError(str(exc)) from None
+        return id_list_option(proposal)
 
     @validate("namespace")
     def _check_namespace(self, proposal: Any) -> str:

@@ -15,7 +15,6 @@ import copy
 import json
 import logging
 import os
-import posixpath
 import re
 import secrets
 import threading
@@ -24,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from gp_core import BackendError, Resources
+from gp_core.choices import choose_image, choose_working_dir, refuse_prohibited_ids, request_id
 
 from ._names import kernel_labels, kernel_name
-from ._options import K8sOptions, is_dns_subdomain, parse_id, parse_quantity
+from ._options import K8sOptions, is_dns_subdomain, parse_quantity
 
 #: The template gp-k8s ships (``jupyter k8s-spec install`` copies it into the kernelspec's scripts/).
 DEFAULT_TEMPLATE = Path(__file__).with_name("kernel-pod.yaml.j2")
@@ -43,8 +43,6 @@ RESOURCE_REQUESTS = (
     ("KERNEL_MEMORY_LIMIT", "limits", "memory"),
     ("KERNEL_GPUS_LIMIT", "limits", "nvidia.com/gpu"),
 )
-_IMAGE_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_STATE: contextvars.ContextVar[_Tokens] = contextvars.ContextVar("gp_k8s_render_tokens")
 
 
@@ -182,64 +180,28 @@ def requested(env: dict[str, str], name: str, request_env: dict[str, str] | None
 
 
 def select_image(env: dict[str, str], options: K8sOptions, request_env: dict[str, str] | None) -> str:
-    configured = options.image.strip()
     asked = requested(env, "KERNEL_IMAGE", request_env)
-    if asked is not None and asked.strip() != configured:
-        asked = asked.strip()
-        if not any(fnmatchcase(asked, pattern) for pattern in options.allowed_images):
-            allowed = (
-                f"this kernel accepts only {', '.join(map(repr, options.allowed_images))}"
-                if options.allowed_images
-                else "this kernel does not let requests choose the image (allowed_images / GP_ALLOWED_IMAGES)"
-            )
-            raise BackendError(f"KERNEL_IMAGE={asked!r} refused: {allowed}.")
-        if not _IMAGE_REFERENCE.fullmatch(asked):
-            raise BackendError(f"KERNEL_IMAGE={asked!r} is not an image reference")
-        return asked
-    if not configured:
-        raise BackendError(
-            'No kernel image configured: set "image" in kernel.json\'s kernel_provisioner config '
-            "(jupyter k8s-spec install --image-name=...) or GP_IMAGE_NAME on the server."
-        )
-    return configured
-
-
-def _request_id(env: dict[str, str], name: str) -> int | None:
-    value = env.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return parse_id(value, name)
-    except ValueError as exc:
-        raise BackendError(f"{exc}; the kernel cannot run as that") from None
+    return choose_image(asked, options.image, options.allowed_images, "k8s-spec")
 
 
 def select_user(env: dict[str, str], options: K8sOptions) -> tuple[int | None, int | None]:
     """(uid, gid) of the kernel; compared as numbers, so ``"00"``, ``" 0"``, ``"+0"`` cannot pass for 0."""
-    uid = _request_id(env, "KERNEL_UID")
-    gid = _request_id(env, "KERNEL_GID")
+    uid = request_id(env, "KERNEL_UID")
+    gid = request_id(env, "KERNEL_GID")
     if uid is None and options.default_uid:
         uid = int(options.default_uid)
     if gid is None and options.default_gid:
         gid = int(options.default_gid)
-    if uid is not None and uid in {int(item) for item in options.prohibited_uids}:
-        raise BackendError(f"KERNEL_UID={env.get('KERNEL_UID', uid)!r} refused: user id {uid} is prohibited")
-    if gid is not None and gid in {int(item) for item in options.prohibited_gids}:
-        raise BackendError(f"KERNEL_GID={env.get('KERNEL_GID', gid)!r} refused: group id {gid} is prohibited")
+    refuse_prohibited_ids(env, uid, gid, options.prohibited_uids, options.prohibited_gids)
     if uid == 0 and options.run_as_non_root:
         raise BackendError("KERNEL_UID=0 refused: kernel pods run as non-root (run_as_non_root)")
     return uid, gid
 
 
 def select_working_dir(env: dict[str, str], options: K8sOptions, log: logging.Logger) -> str | None:
-    asked = env.get("KERNEL_WORKING_DIR")
-    if asked and options.mirror_working_dirs:
-        if not asked.startswith("/") or _CONTROL_CHARS.search(asked):
-            raise BackendError(f"KERNEL_WORKING_DIR={asked!r} must be an absolute path")
-        return posixpath.normpath(asked)
-    if asked:
-        log.debug("Ignoring KERNEL_WORKING_DIR: mirror_working_dirs (GP_MIRROR_WORKING_DIRS) is off")
-    return options.working_dir or None
+    return choose_working_dir(
+        env.get("KERNEL_WORKING_DIR"), options.mirror_working_dirs, options.working_dir, log
+    )
 
 
 def select_resources(
