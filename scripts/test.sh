@@ -56,6 +56,11 @@ kernel_objects() {   # one line per kernel container / service / k8s object: "<k
     if [ -n "${GP_TEST_K8S_KUBECONFIG:-}" ] && [ -f "$GP_TEST_K8S_KUBECONFIG" ]; then
         "$PY" "$ROOT/scripts/k8s-kernel-objects.py" "$GP_TEST_K8S_KUBECONFIG" 2>/dev/null || true
     fi
+    if [ -n "${GP_TEST_YARN_ENDPOINT:-}" ]; then   # live YARN applications on the test ResourceManagers
+        # shellcheck disable=SC2086
+        "$PY" "$ROOT/scripts/yarn-kernel-apps.py" "$GP_TEST_YARN_ENDPOINT" ${GP_TEST_YARN_HA_ENDPOINTS//,/ } \
+            2>/dev/null || true
+    fi
 }
 
 cleanup() {
@@ -80,7 +85,7 @@ cleanup() {
             sleep 0.5
         done
         if [ -n "$leftovers" ]; then
-            echo "[test.sh] FAILED: the tests left kernel containers/services (label component=kernel) behind:" >&2
+            echo "[test.sh] FAILED: the tests left kernel objects behind (containers, services, pods, namespaces, YARN applications):" >&2
             while read -r kind id; do
                 case "$kind" in
                     container) docker ps -a --filter "id=$id" --format '  container {{.ID}} {{.Names}} ({{.Image}}, {{.Status}})' ;;
