@@ -189,6 +189,8 @@ fi
 
 # ---- 6. test sshd ----------------------------------------------------------------------------------------
 step "test sshd on 127.0.0.{1,2,3}:$GP_TEST_SSH_PORT"
+# Daemons started from here on get 7>&-: one that inherited this descriptor would keep the lock (made
+# exclusive by the exit trap) after the run, and the next run would wait for it forever.
 exec 7>>"$SSH_LOCK"
 flock -s 7
 if ! bash scripts/start-sshd.sh --status; then
@@ -204,7 +206,7 @@ fi
 # Kernel pods use the kernel image straight from dockerd (imagePullPolicy Never) and hostNetwork.
 if [ "${GP_SKIP_K8S:-0}" != 1 ]; then
     step "kubernetes (single node, v1.20.2)"
-    bash scripts/start-k8s.sh --kubeconfig "$STATE/k8s/kubeconfig"
+    bash scripts/start-k8s.sh --kubeconfig "$STATE/k8s/kubeconfig" 7>&-   # daemons: see the sshd lock above
     export GP_TEST_K8S_KUBECONFIG="$STATE/k8s/kubeconfig"
     export GP_TEST_K8S_STATE="${GP_K8S_STATE:-/var/lib/gp-ci/k8s-cluster}"
     export KUBECONFIG="$GP_TEST_K8S_KUBECONFIG"
@@ -220,16 +222,16 @@ if [ "${GP_SKIP_SPARK:-0}" != 1 ] && [ "${GP_SKIP_K8S:-0}" != 1 ]; then
     GP_TEST_SPARK_HOME=$(bash scripts/build-spark-image.sh --spark-home)
     export GP_TEST_SPARK_HOME
     step "Spark Operator"
-    GP_PYTHON="$PY" bash scripts/start-spark-operator.sh --kubeconfig "$GP_TEST_K8S_KUBECONFIG"
+    GP_PYTHON="$PY" bash scripts/start-spark-operator.sh --kubeconfig "$GP_TEST_K8S_KUBECONFIG" 7>&-
 fi
 
 # ---- 9. YARN -------------------------------------------------------------------------------------------
 # Two real MiniYARNClusters (single RM on 127.0.0.1:8088; HA pair on :18088/:18089), started in parallel and
 # left running (like dockerd) for the next run: scripts/stop-backends.sh stops them.
 step "YARN minicluster + HA pair (scripts/start-yarn.sh)"
-bash scripts/start-yarn.sh >"$STATE/start-yarn.out" &
+bash scripts/start-yarn.sh >"$STATE/start-yarn.out" 7>&- &
 yarn_single=$!
-bash scripts/start-yarn.sh --ha >"$STATE/start-yarn-ha.out" &
+bash scripts/start-yarn.sh --ha >"$STATE/start-yarn-ha.out" 7>&- &
 yarn_ha=$!
 wait "$yarn_single" || fail "the YARN minicluster did not start (see .ci-state/yarn/yarn.log)"
 wait "$yarn_ha" || fail "the YARN HA pair did not start (see .ci-state/yarn-ha/yarn.log)"
